@@ -1,0 +1,200 @@
+"""Simulated hosts for integration tests: throwaway network namespaces.
+
+A ``SimHost`` is a network namespace that plays one Linux host, with its own
+``state_dir``/``run_dir``/``netns_dir`` so the engine's state never touches the
+real host's. Every name carries a random suffix so several test runs can share
+one machine. ``close()`` removes everything it made and is safe to call twice,
+also after a failed test.
+
+Enter a host from Python with ``in_netns(host.path)`` (setns of the calling thread:
+netlink/UDP/TCP sockets created inside stay in that namespace), from a shell with
+``host.run(...)`` (``nsenter --net=PATH``, never ``ip netns exec``: that gives a private
+mount namespace in which sandbox bind mounts vanish).
+"""
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+PREFIX = "cnmt"
+
+
+def suffix(n=6):
+    """Random lower-case hex suffix for names shared with other test runs."""
+    return secrets.token_hex(n // 2 + 1)[:n]
+
+
+def _setns(path_or_fd):
+    fd = os.open(path_or_fd, os.O_RDONLY) if isinstance(path_or_fd, str) else path_or_fd
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, "setns %s: %s" % (path_or_fd, os.strerror(err)))
+    finally:
+        if isinstance(path_or_fd, str):
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def in_netns(path):
+    """Run the body with the calling thread inside the network namespace ``path``."""
+    back = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(path)
+        yield
+    finally:
+        _setns(back)
+        os.close(back)
+
+
+def _ns_inode(path):
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def kill_processes_in(paths):
+    """SIGKILL every process whose network namespace is one of ``paths``."""
+    inodes = {i for i in (_ns_inode(p) for p in paths) if i}
+    if not inodes:
+        return
+    me = os.getpid()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == me:
+            continue
+        try:
+            ino = os.stat("/proc/%s/ns/net" % pid).st_ino
+        except OSError:
+            continue
+        if ino in inodes:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _umount(path):
+    subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL, check=False)
+
+
+class SimHost:
+    """One simulated host: ``/run/netns/<name>`` plus private engine directories."""
+
+    def __init__(self, label="h"):
+        self.suffix = suffix()
+        self.name = "%s-%s-%s" % (PREFIX, label, self.suffix)
+        self.path = "/run/netns/%s" % self.name
+        self.root = tempfile.mkdtemp(prefix="%s-%s-" % (PREFIX, self.suffix))
+        self.state_dir = os.path.join(self.root, "state")
+        self.run_dir = os.path.join(self.root, "run")
+        self.netns_dir = os.path.join(self.root, "netns")
+        for d in (self.state_dir, self.run_dir, self.netns_dir):
+            os.makedirs(d, exist_ok=True)
+        subprocess.run(["ip", "netns", "add", self.name], check=True)
+        self.run("ip link set lo up")
+        self.closed = False
+
+    # -- engine parameters ------------------------------------------------------------
+    def env(self):
+        """Environment for an engine/ansible run against this host."""
+        env = dict(os.environ)
+        env.update({"CNM_STATE_DIR": self.state_dir, "CNM_RUN_DIR": self.run_dir,
+                    "CNM_NETNS_DIR": self.netns_dir})
+        return env
+
+    def dirs(self):
+        """The common module options pointing at this host's private directories."""
+        return {"state_dir": self.state_dir, "run_dir": self.run_dir,
+                "netns_dir": self.netns_dir}
+
+    def sandbox_path(self, sandbox):
+        return os.path.join(self.netns_dir, sandbox)
+
+    # -- running things ---------------------------------------------------------------
+    def run(self, cmd, check=True, timeout=60, input=None):
+        """Run ``cmd`` (str for a shell, or argv list) in the host namespace."""
+        return self._nsenter(self.path, cmd, check, timeout, input)
+
+    def sandbox_run(self, sandbox, cmd, check=True, timeout=60, input=None):
+        """Run ``cmd`` inside the sandbox namespace ``sandbox`` of this host."""
+        return self._nsenter(self.sandbox_path(sandbox), cmd, check, timeout, input)
+
+    def _nsenter(self, path, cmd, check, timeout, input):
+        argv = ["nsenter", "--net=%s" % path]
+        argv += ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              input=input, env=self.env())
+        if check and proc.returncode != 0:
+            raise AssertionError("command failed (%d) in %s: %s\nstdout: %s\nstderr: %s" % (
+                proc.returncode, path, cmd, proc.stdout, proc.stderr))
+        return proc
+
+    def popen(self, cmd, sandbox=None, **kw):
+        """Start a background process (e.g. a server) in the host or a sandbox."""
+        path = self.sandbox_path(sandbox) if sandbox else self.path
+        argv = ["nsenter", "--net=%s" % path]
+        argv += ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
+        return subprocess.Popen(argv, env=self.env(), **kw)
+
+    def ping(self, address, sandbox=None, count=1, timeout=2):
+        """True when ``address`` answers ping from the host (or from ``sandbox``)."""
+        cmd = ["ping", "-n", "-q", "-c", str(count), "-W", str(timeout), str(address)]
+        proc = (self.sandbox_run(sandbox, cmd, check=False) if sandbox
+                else self.run(cmd, check=False))
+        return proc.returncode == 0
+
+    def ip_json(self, args, sandbox=None):
+        """``ip -j <args>`` parsed, in the host or a sandbox."""
+        import json
+        cmd = ["ip", "-j"] + args.split()
+        proc = self.sandbox_run(sandbox, cmd) if sandbox else self.run(cmd)
+        return json.loads(proc.stdout or "[]")
+
+    def sandboxes(self):
+        """Names of the namespace files under this host's netns_dir."""
+        try:
+            return sorted(os.listdir(self.netns_dir))
+        except FileNotFoundError:
+            return []
+
+    # -- cleanup ----------------------------------------------------------------------
+    def close(self):
+        """Kill processes, remove sandboxes, the namespace and the directories."""
+        if self.closed:
+            return
+        self.closed = True
+        sandbox_paths = [self.sandbox_path(s) for s in self.sandboxes()]
+        kill_processes_in(sandbox_paths + [self.path])
+        time.sleep(0.05)
+        for p in sandbox_paths:
+            _umount(p)
+        # bind mounts under run_dir/state_dir (e.g. per-sandbox files), if any
+        subprocess.run(["sh", "-c", "grep -o ' %s[^ ]*' /proc/self/mountinfo | sort -r "
+                        "| xargs -r -n1 umount -l" % self.root],
+                       stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(["ip", "netns", "del", self.name], stderr=subprocess.DEVNULL,
+                       check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def connect(h1, h2, addr1, addr2, prefix=24, name="lan"):
+    """Join two hosts with a veth "LAN" cable: ``h1:<name>0`` <-> ``h2:<name>0``.
+
+    Addresses are given without prefix. Returns the interface name used on both sides.
+    """
+    ifname = "%s0" % name
+    tmp = "%s%s" % (name[:4], suffix(6))
+    subprocess.run(["ip", "link", "add", tmp, "netns", h1.name, "type", "veth", "peer",
+                    "name", ifname, "netns", h2.name], check=True)
+    h1.run("ip link set %s name %s" % (tmp, ifname))
+    h1.run("ip addr add %s/%d dev %s && ip link set %s up" % (addr1, prefix, ifname, ifname))
+    h2.run("ip addr add %s/%d dev %s && ip link set %s up" % (addr2, prefix, ifname, ifname))
+    return ifname
