@@ -1,0 +1,1175 @@
+"""The engine's controller: validate all -> plan -> apply (undo on failure) -> persist.
+
+The only writer of the store. Every public method is one operation under the host-wide
+lock: it first finishes or undoes what a dead run left (rows in ``creating``), then
+compares store and kernel (drift), then plans the change as a list of differences.
+Check mode returns the plan; a real run applies it, pushing an undo step for each
+kernel change so a failure half-way leaves nothing behind (LIFO undo).
+"""
+import dataclasses
+import ipaddress
+import os
+
+from . import constants as C
+from . import inspect as shape
+from . import validation as V
+from .difference import DifferenceTracker
+from .drivers import get_driver
+from .errors import CnmError, ConflictError, NotFoundError, ValidationError
+from .ipam.allocator import AddressAllocator, pool_containing
+from .ipam.config import PoolConfig, normalise_address, parse_ipam_config
+from .ipam.mac import generate_mac, mac_from_ip, normalise_mac
+from .ipam.pools import choose_subnet, find_overlap
+from .model import (CREATING, READY, Endpoint, Network, Sandbox, fixed_id, gateway_for,
+                    new_id, now_rfc3339)
+from .netns import namespace
+from .netns.links import Netlink
+from .store import Store
+
+
+@dataclasses.dataclass
+class Result:
+    """What an operation did (or, in check mode, would do)."""
+    changed: bool = False
+    diff: dict = dataclasses.field(default_factory=lambda: {"before": {}, "after": {}})
+    actions: list = dataclasses.field(default_factory=list)
+    data: dict = dataclasses.field(default_factory=dict)
+    warnings: list = dataclasses.field(default_factory=list)
+
+
+class Undo:
+    """A stack of compensating steps, run newest first when an apply step fails."""
+
+    def __init__(self):
+        self._steps = []
+
+    def push(self, description, func, *args):
+        self._steps.append((description, func, args))
+
+    def run(self):
+        errors = []
+        while self._steps:
+            description, func, args = self._steps.pop()
+            try:
+                func(*args)
+            except Exception as exc:  # undo is best effort; report every failure
+                errors.append("%s: %s" % (description, exc))
+        return errors
+
+
+PREDEFINED = {"host": "host", "none": "null"}
+
+
+class _NoFirewall:
+    name = "none"
+
+
+def _predefined_network(name):
+    return Network(id=fixed_id(name), name=name, driver=PREDEFINED[name], predefined=True,
+                   created="1970-01-01T00:00:00Z")
+
+
+class Engine:
+    """One engine instance per module run (or per test call)."""
+
+    def __init__(self, state_dir=C.DEFAULT_STATE_DIR, run_dir=C.DEFAULT_RUN_DIR,
+                 netns_dir=C.DEFAULT_NETNS_DIR, firewall_backend="auto", check_mode=False):
+        self.state_dir = state_dir
+        self.run_dir = run_dir
+        self.netns_dir = netns_dir
+        self.firewall_backend = firewall_backend
+        self.check_mode = check_mode
+        self.store = None
+        self.netlink = None
+        self._firewall = None
+
+    # ------------------------------------------------------------------------------
+    # session
+    # ------------------------------------------------------------------------------
+    def _open(self):
+        if self.check_mode and not os.path.exists(os.path.join(self.state_dir,
+                                                               C.STORE_FILE)):
+            # check mode on a fresh host must create nothing, not even the database
+            self.store = Store.open_memory()
+        else:
+            self.store = Store.open(self.state_dir)
+        self.netlink = Netlink()
+        self._ensure_predefined()
+        if not self.check_mode:
+            self._recover()
+
+    def _close(self):
+        if self.netlink:
+            self.netlink.close()
+        if self.store:
+            self.store.close()
+        self.store = self.netlink = None
+
+    def _run(self, func, *args):
+        self._open()
+        try:
+            return func(*args)
+        finally:
+            self._close()
+
+    def _ensure_predefined(self):
+        for name in PREDEFINED:
+            if self.store.get("networks", name=name) is None:
+                self.store.put("networks", _predefined_network(name).to_doc(), name=name)
+
+    def _recover(self):
+        """Undo what a run that died half-way left behind (rows still ``creating``)."""
+        for doc in self.store.all("endpoints"):
+            ep = Endpoint.from_doc(doc)
+            if ep.state == CREATING:
+                net = self._network_by_id(ep.network_id)
+                sb = self._sandbox_by_id(ep.sandbox_id)
+                self._drop_endpoint(net, sb, ep, best_effort=True)
+        for doc in self.store.all("sandboxes"):
+            sb = Sandbox.from_doc(doc)
+            if sb.state == CREATING:
+                self._drop_sandbox_namespace(sb)
+                self.store.delete("sandboxes", sb.id)
+        for doc in self.store.all("networks"):
+            net = Network.from_doc(doc)
+            if net.state == CREATING:
+                self._drop_network(net, best_effort=True)
+
+    # ------------------------------------------------------------------------------
+    # store helpers
+    # ------------------------------------------------------------------------------
+    def _network(self, name):
+        return Network.from_doc(self.store.get("networks", name=name))
+
+    def _network_by_id(self, network_id):
+        return Network.from_doc(self.store.get("networks", network_id))
+
+    def _sandbox(self, name):
+        return Sandbox.from_doc(self.store.get("sandboxes", name=name))
+
+    def _sandbox_by_id(self, sandbox_id):
+        return Sandbox.from_doc(self.store.get("sandboxes", sandbox_id))
+
+    def _endpoints(self, network_id=None, sandbox_id=None):
+        if network_id is not None:
+            docs = self.store.all("endpoints", "network_id=?", (network_id,))
+        elif sandbox_id is not None:
+            docs = self.store.all("endpoints", "sandbox_id=?", (sandbox_id,))
+        else:
+            docs = self.store.all("endpoints")
+        return [Endpoint.from_doc(d) for d in docs]
+
+    def _endpoint(self, network_id, sandbox_id):
+        for ep in self._endpoints(sandbox_id=sandbox_id):
+            if ep.network_id == network_id:
+                return ep
+        return None
+
+    def _save_network(self, net):
+        self.store.put("networks", net.to_doc(), name=net.name)
+
+    def _save_sandbox(self, sb):
+        self.store.put("sandboxes", sb.to_doc(), name=sb.name)
+
+    def _save_endpoint(self, ep):
+        self.store.put("endpoints", ep.to_doc(), network_id=ep.network_id,
+                       sandbox_id=ep.sandbox_id)
+
+    # ------------------------------------------------------------------------------
+    # firewall and DNS hooks (the firewall is chosen once per run, never by drivers)
+    # ------------------------------------------------------------------------------
+    @property
+    def firewall(self):
+        if self._firewall is None:
+            try:
+                from .firewall import get_backend
+            except ImportError:  # firewall package not present (partial install)
+                self._firewall = _NoFirewall()
+            else:
+                self._firewall = get_backend(self.firewall_backend)
+        return self._firewall
+
+    def _firewall_rules(self, net, endpoints=None):
+        """The whole desired rule set of ``net`` as data (None: no rules for it)."""
+        if net.driver != "bridge":
+            return None
+        from .firewall.model import NetworkRules, PortMapping
+        if endpoints is None:
+            endpoints = self._endpoints(network_id=net.id)
+        ports = []
+        for ep in endpoints:
+            ports.extend(PortMapping(**p) for p in ep.ports)
+        subnets = tuple(p["subnet"] for p in net.pools)
+        return NetworkRules(
+            network_id=net.id, bridge=net.bridge, subnets=subnets,
+            icc=V.boolean(net.options.get(C.OPT_ENABLE_ICC, "true"), "icc"),
+            masquerade=V.boolean(net.options.get(C.OPT_ENABLE_IP_MASQUERADE, "true"),
+                                 "masquerade"),
+            internal=net.internal, ports=tuple(sorted(ports)))
+
+    def _sync_firewall(self, net, endpoints=None, remove=False):
+        """Apply the difference between the stored and the desired rules of ``net``."""
+        if net.driver != "bridge" or self.firewall.name == "none":
+            return
+        from .firewall.model import NetworkRules
+        old = NetworkRules.from_dict(net.firewall) if net.firewall else None
+        new = None if remove else self._firewall_rules(net, endpoints)
+        if old == new:
+            return
+        self.firewall.apply(old, new)
+        net.firewall = new.to_dict() if new else {}
+        if not remove:
+            self._save_network(net)
+
+    def _firewall_drift(self, net):
+        if net.driver != "bridge" or self.firewall.name == "none":
+            return []
+        rules = self._firewall_rules(net)
+        return self.firewall.check(rules)
+
+    def _sync_dns(self):
+        """Rewrite the resolver configuration from the store; start it when needed."""
+        from . import dns_sync
+        dns_sync.sync(self)
+
+    # ------------------------------------------------------------------------------
+    # networks
+    # ------------------------------------------------------------------------------
+    def network(self, params):
+        """cnm_network: make network ``params['name']`` present or absent.
+
+        Validates every option first; returns Result with ``data['network']`` in the
+        shape of ``docker network inspect`` (None when absent).
+        """
+        name = V.object_name(params.get("name"), "name", "network")
+        state = params.get("state") or "present"
+        desired = None
+        if state == "present" and name not in PREDEFINED:
+            desired = self._desired_network(params)
+        return self._run(self._network_op, name, state, desired, params)
+
+    def _desired_network(self, p):
+        """Validated, normalised Network from module parameters (no id, no subnet yet)."""
+        driver_name = p.get("driver") or "bridge"
+        if driver_name in ("host", "null"):
+            raise ValidationError("only one network of driver %s may exist (the predefined "
+                                  "%s network)" % (driver_name,
+                                                   "host" if driver_name == "host" else
+                                                   "none"), field="driver")
+        driver = get_driver(driver_name)
+        options = {}
+        for key, value in (p.get("driver_options") or {}).items():
+            if key not in driver.options:
+                raise ValidationError("option %r is not supported by the %s driver "
+                                      "(supported: %s)" % (key, driver_name,
+                                                           ", ".join(sorted(driver.options))),
+                                      field="driver_options.%s" % key)
+            options[key] = V.driver_option_value(key, value)
+        enable_ipv6 = bool(p.get("enable_ipv6"))
+        ipam = p.get("ipam") or {}
+        ipam_driver = ipam.get("driver") or "default"
+        if ipam_driver != "default":
+            raise ValidationError("IPAM driver %r is not supported (only 'default')"
+                                  % ipam_driver, field="ipam.driver")
+        pools = parse_ipam_config(ipam.get("config") or [], enable_ipv6)
+        mtu = C.DEFAULT_MTU
+        if C.OPT_MTU in options:
+            mtu = V.integer(options[C.OPT_MTU], "driver_options.%s" % C.OPT_MTU, 68, 65535)
+        net = Network(id="", name=p["name"], driver=driver_name, enable_ipv6=enable_ipv6,
+                      internal=bool(p.get("internal")), labels=V.labels(p.get("labels")) or {},
+                      options=options, ipam_driver=ipam_driver,
+                      ipam_options=dict(ipam.get("options") or {}),
+                      pools=[pool.to_dict() for pool in pools], mtu=mtu,
+                      bridge=options.get(C.OPT_BRIDGE_NAME, ""))
+        if driver_name == "bridge" and net.bridge:
+            driver.validate(net, None)
+        if C.OPT_HOST_BINDING_IPV4 in options:
+            normalise_address(options[C.OPT_HOST_BINDING_IPV4],
+                              "driver_options.%s" % C.OPT_HOST_BINDING_IPV4)
+        return net
+
+    def _network_op(self, name, state, desired, params):
+        existing = self._network(name)
+        if name in PREDEFINED:
+            if state == "absent":
+                raise ValidationError("network %s is predefined and cannot be removed"
+                                      % name, field="name")
+            driver = params.get("driver")
+            if driver and driver != PREDEFINED[name]:
+                raise ValidationError("network %s is predefined with driver %s"
+                                      % (name, PREDEFINED[name]), field="driver")
+            return Result(data={"network": self._inspect_network(existing)})
+        if state == "absent":
+            if existing is None:
+                return Result(data={"network": None})
+            return self._remove_network(existing, bool(params.get("force")))
+        if existing is None:
+            return self._create_network(desired)
+        return self._update_network(existing, desired, params)
+
+    def _inspect_network(self, net):
+        eps = self._endpoints(network_id=net.id)
+        sbs = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in eps}
+        return shape.network(net, eps, sbs)
+
+    def _in_use_subnets(self, exclude_id=None):
+        """(name, subnet) of every pool of every network but ``exclude_id``."""
+        out = []
+        for doc in self.store.all("networks"):
+            if doc["id"] == exclude_id:
+                continue
+            for pool in doc.get("pools", []):
+                out.append((doc["name"], ipaddress.ip_network(pool["subnet"])))
+        return out
+
+    def _complete_pools(self, net, exclude_id=None):
+        """Check explicit subnets against other networks, choose missing ones."""
+        taken = self._in_use_subnets(exclude_id)
+        for i, pool in enumerate(net.pools):
+            hit = find_overlap(ipaddress.ip_network(pool["subnet"]), taken)
+            if hit:
+                raise ConflictError("subnet %s overlaps %s of network %s"
+                                    % (pool["subnet"], hit[1], hit[0]),
+                                    field="ipam.config[%d].subnet" % i)
+        if not get_driver(net.driver).uses_ipam:
+            return
+        families = {ipaddress.ip_network(p["subnet"]).version for p in net.pools}
+        wanted = [4] + ([6] if net.enable_ipv6 else [])
+        missing = [f for f in wanted if f not in families]
+        if not missing:
+            return
+        in_use = [n for _, n in taken] + self.netlink.host.all_networks()
+        for family in missing:
+            pools = C.DEFAULT_ADDRESS_POOLS if family == 4 else C.DEFAULT_ADDRESS_POOLS_V6
+            subnet = choose_subnet(pools, in_use, family)
+            net.pools.append(PoolConfig.for_subnet(subnet).to_dict())
+            net.auto_subnets.append(str(subnet))
+            in_use.append(subnet)
+
+    def _create_network(self, net):
+        net.id = new_id()
+        net.created = now_rfc3339()
+        driver = get_driver(net.driver)
+        if net.driver == "bridge" and not net.bridge:
+            net.bridge = C.BRIDGE_PREFIX + net.id[:12]
+        if net.driver == "bridge":
+            if self.netlink.host.index(net.bridge) is not None:
+                raise ConflictError("interface %s already exists on the host" % net.bridge,
+                                    field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+            for doc in self.store.all("networks"):
+                if doc.get("bridge") == net.bridge:
+                    raise ConflictError("bridge %s is already used by network %s"
+                                        % (net.bridge, doc["name"]),
+                                        field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+        driver.validate(net, self.netlink)
+        self._complete_pools(net)
+        if net.driver == "bridge" and not self.check_mode:
+            self.firewall  # noqa: B018 - choose the backend before touching anything
+        after = shape.network(net, [], {})
+        result = Result(changed=True, diff={"before": {}, "after": after},
+                        actions=["create network %s (%s)" % (net.name, ", ".join(
+                            p["subnet"] for p in net.pools) or net.driver)],
+                        data={"network": after})
+        if self.check_mode:
+            return result
+        net.state = CREATING
+        self._save_network(net)  # intent first: a crash after this is rolled back
+        undo = Undo()
+        try:
+            driver.setup_network(net, self.netlink)
+            undo.push("remove network", driver.teardown_network, net, self.netlink)
+            self._sync_firewall(net, [])
+            undo.push("remove firewall rules", self._sync_firewall, net, [], True)
+        except Exception:
+            undo.run()
+            self.store.delete("networks", net.id)
+            raise
+        net.state = READY
+        self._save_network(net)
+        result.data["network"] = self._inspect_network(net)
+        return result
+
+    def _network_differences(self, cur, want, params):
+        """(in-place differences, rebuild differences) of a network; None = unmanaged."""
+        inplace, rebuild = DifferenceTracker(), DifferenceTracker()
+        if params.get("driver") and want.driver != cur.driver:
+            rebuild.add("driver", cur.driver, want.driver)
+        if params.get("enable_ipv6") is not None and want.enable_ipv6 != cur.enable_ipv6:
+            rebuild.add("enable_ipv6", cur.enable_ipv6, want.enable_ipv6)
+        if params.get("internal") is not None and want.internal != cur.internal:
+            rebuild.add("internal", cur.internal, want.internal)
+        ipam = params.get("ipam") or {}
+        if ipam.get("config") is not None:
+            cur_pools = {p["subnet"]: p for p in cur.pools}
+            want_pools = {p["subnet"]: p for p in want.pools}
+            if want.pools or not cur.auto_subnets:
+                for subnet in sorted(set(cur_pools) | set(want_pools)):
+                    a, b = cur_pools.get(subnet), want_pools.get(subnet)
+                    if a is None or b is None:
+                        if b is None and subnet in cur.auto_subnets and not any(
+                                ipaddress.ip_network(s).version ==
+                                ipaddress.ip_network(subnet).version for s in want_pools):
+                            continue  # chosen by the allocator: not a difference
+                        rebuild.add("ipam.config[subnet=%s]" % subnet,
+                                    a and a["subnet"], b and b["subnet"])
+                        continue
+                    for key in ("ip_range", "aux_addresses"):
+                        if a.get(key) != b.get(key):
+                            rebuild.add("ipam.config[subnet=%s].%s" % (subnet, key),
+                                        a.get(key), b.get(key))
+                    if b.get("gateway_given") and a.get("gateway") != b.get("gateway"):
+                        rebuild.add("ipam.config[subnet=%s].gateway" % subnet,
+                                    a.get("gateway"), b.get("gateway"))
+        if params.get("labels") is not None and want.labels != cur.labels:
+            inplace.add("labels", cur.labels, want.labels)
+        for key, value in want.options.items():
+            if cur.options.get(key) == value:
+                continue
+            if key == C.OPT_BRIDGE_NAME or key == C.OPT_PARENT or key in (
+                    C.OPT_MACVLAN_MODE, C.OPT_IPVLAN_MODE):
+                rebuild.add("driver_options.%s" % key, cur.options.get(key), value)
+            else:
+                inplace.add("driver_options.%s" % key, cur.options.get(key), value)
+        return inplace, rebuild
+
+    def _update_network(self, cur, want, params):
+        inplace, rebuild = self._network_differences(cur, want, params)
+        force = bool(params.get("force"))
+        if rebuild and not force:
+            raise ValidationError(
+                "changing %s needs network %s rebuilt (its endpoints are re-attached with "
+                "their addresses where possible); set force: true to do it"
+                % ("; ".join(rebuild.describe()), cur.name), field=rebuild.paths()[0])
+        driver = get_driver(cur.driver)
+        drift = driver.network_drift(cur, self.netlink) + self._firewall_drift(cur)
+        ep_drift = []
+        if not rebuild and cur.driver == "bridge" and any("bridge" in d for d in drift):
+            # a re-created bridge needs its veths enslaved again
+            for ep in self._endpoints(network_id=cur.id):
+                sb = self._sandbox_by_id(ep.sandbox_id)
+                if sb and namespace.is_netns(sb.netns_path):
+                    ep_drift.append((ep, sb))
+        before = self._inspect_network(cur)
+        changed = bool(inplace or rebuild or drift)
+        result = Result(changed=changed, data={"network": before})
+        result.actions = (["update %s" % d for d in inplace.describe()]
+                          + ["rebuild: %s" % d for d in rebuild.describe()]
+                          + ["repair: %s" % d for d in drift])
+        if not changed:
+            return result
+        diff = DifferenceTracker()
+        for item in list(inplace) + list(rebuild):
+            diff.add(*item)
+        for d in drift:
+            diff.add("kernel", d, "present")
+        result.diff = diff.as_diff()
+        if self.check_mode:
+            return result
+        if rebuild:
+            self._rebuild_network(cur, want)
+        else:
+            cur.labels = want.labels if params.get("labels") is not None else cur.labels
+            for key, value in want.options.items():
+                cur.options[key] = value
+            cur.mtu = int(cur.options.get(C.OPT_MTU, cur.mtu or C.DEFAULT_MTU))
+            self._save_network(cur)
+            driver.setup_network(cur, self.netlink)
+            for ep, sb in ep_drift:
+                driver.setup_endpoint(cur, sb, ep, self.netlink)
+                self._sync_routes(sb)
+            if cur.driver == "bridge":
+                if any(d for d in drift if "bridge" not in d and "gateway" not in d
+                       and "mtu" not in d):
+                    from .firewall.model import NetworkRules  # rules lost: put them back
+                    rules = self._firewall_rules(cur)
+                    self.firewall.restore_network(rules) if hasattr(
+                        self.firewall, "restore_network") else self.firewall.apply(
+                        None, rules)
+                    cur.firewall = rules.to_dict()
+                    self._save_network(cur)
+                    del NetworkRules
+                else:
+                    self._sync_firewall(cur)
+            if inplace and cur.driver == "bridge":
+                for ep in self._endpoints(network_id=cur.id):
+                    sb = self._sandbox_by_id(ep.sandbox_id)
+                    if sb and namespace.is_netns(sb.netns_path):
+                        driver.setup_endpoint(cur, sb, ep, self.netlink)
+        result.data["network"] = self._inspect_network(self._network(cur.name))
+        return result
+
+    def _rebuild_network(self, cur, want):
+        """force: tear the network down and make it again, re-attaching every endpoint
+        with its full config (address kept when still valid, MAC, aliases, ports)."""
+        endpoints = self._endpoints(network_id=cur.id)
+        sandboxes = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in endpoints}
+        old_driver = get_driver(cur.driver)
+        for ep in endpoints:
+            sb = sandboxes[ep.sandbox_id]
+            if sb:
+                old_driver.teardown_endpoint(cur, sb, ep, self.netlink)
+        self._sync_firewall(cur, remove=True)
+        old_driver.teardown_network(cur, self.netlink)
+        self.store.release(cur.id)
+        net = dataclasses.replace(want, id=cur.id, created=cur.created,
+                                  pools=list(want.pools), auto_subnets=[])
+        if net.driver == "bridge" and not net.bridge:
+            net.bridge = C.BRIDGE_PREFIX + net.id[:12]
+        driver = get_driver(net.driver)
+        driver.validate(net, self.netlink)
+        self._complete_pools(net, exclude_id=cur.id)
+        self._save_network(net)
+        driver.setup_network(net, self.netlink)
+        for ep in endpoints:
+            sb = sandboxes[ep.sandbox_id]
+            self._assign_addresses(net, ep, keep=True)
+            ep.network_name = net.name
+            self._save_endpoint(ep)
+            if sb and namespace.is_netns(sb.netns_path):
+                driver.setup_endpoint(net, sb, ep, self.netlink)
+                self._sync_routes(sb)
+        self._save_network(net)
+        self._sync_firewall(net)
+
+    def _remove_network(self, net, force):
+        endpoints = self._endpoints(network_id=net.id)
+        if endpoints and not force:
+            names = sorted(ep.sandbox_name for ep in endpoints)
+            raise ConflictError("network %s has %d endpoint(s) attached (sandboxes: %s); "
+                                "detach them or set force: true"
+                                % (net.name, len(endpoints), ", ".join(names)),
+                                field="force")
+        before = self._inspect_network(net)
+        result = Result(changed=True, diff={"before": before, "after": {}},
+                        actions=["detach %s" % ep.sandbox_name for ep in endpoints]
+                        + ["remove network %s" % net.name], data={"network": None})
+        if self.check_mode:
+            return result
+        errors = []
+        for ep in endpoints:
+            sb = self._sandbox_by_id(ep.sandbox_id)
+            errors += self._drop_endpoint(net, sb, ep, best_effort=True)
+            if sb:
+                errors += self._after_leave(sb)
+        errors += self._drop_network(net, best_effort=True)
+        self._sync_dns_safely(result)
+        if errors:
+            result.warnings.extend(errors)
+        return result
+
+    def _drop_network(self, net, best_effort=False):
+        """Remove rules, kernel objects, allocations and the row of ``net``."""
+        errors = []
+        try:
+            self._sync_firewall(net, remove=True)
+        except CnmError as exc:
+            errors.append(str(exc))
+        errors += get_driver(net.driver).teardown_network(net, self.netlink)
+        self.store.release(net.id)
+        self.store.delete("networks", net.id)
+        if errors and not best_effort:
+            raise CnmError("; ".join(errors))
+        return errors
+
+    # ------------------------------------------------------------------------------
+    # sandboxes
+    # ------------------------------------------------------------------------------
+    def sandbox(self, params):
+        """cnm_sandbox: make sandbox ``params['name']`` present (namespace, loopback up)
+        or absent (its endpoints are detached first)."""
+        name = V.object_name(params.get("name"), "name", "sandbox")
+        hostname = params.get("hostname")
+        if hostname is not None:
+            V.dns_name(hostname, "hostname")
+        state = params.get("state") or "present"
+        return self._run(self._sandbox_op, name, state, hostname)
+
+    def _sandbox_op(self, name, state, hostname):
+        sb = self._sandbox(name)
+        if state == "absent":
+            if sb is None:
+                return Result(data={"sandbox": None})
+            before = self._inspect_sandbox(sb)
+            result = Result(changed=True, diff={"before": before, "after": {}},
+                            actions=["remove sandbox %s" % name], data={"sandbox": None})
+            if not self.check_mode:
+                errors = self._remove_sandbox(sb)
+                result.warnings.extend(errors)
+                self._sync_dns_safely(result)
+            return result
+        result = Result()
+        if sb is None:
+            sb = Sandbox(id=new_id(), name=name, netns_path=self._netns_path(name),
+                         hostname=hostname or name, created=now_rfc3339())
+            self._check_netns_free(sb)
+            result.changed = True
+            result.actions.append("create sandbox %s" % name)
+            after = self._inspect_sandbox(sb, [])
+            result.diff = {"before": {}, "after": after}
+            result.data["sandbox"] = after
+            if not self.check_mode:
+                self._create_sandbox(sb, Undo())
+                self._sync_dns_safely(result)
+                result.data["sandbox"] = self._inspect_sandbox(sb)
+            return result
+        diff = DifferenceTracker()
+        if sb.implicit:
+            diff.add("managed", "implicit", "explicit")
+        if hostname is not None and hostname != sb.hostname:
+            diff.add("hostname", sb.hostname, hostname)
+        if not namespace.is_netns(sb.netns_path):
+            diff.add("kernel", "namespace %s missing" % sb.netns_path, "present")
+        result.data["sandbox"] = self._inspect_sandbox(sb)
+        if not diff:
+            return result
+        result.changed = True
+        result.diff = diff.as_diff()
+        result.actions = diff.describe()
+        if self.check_mode:
+            return result
+        sb.implicit = False
+        if hostname is not None:
+            sb.hostname = hostname
+        self._save_sandbox(sb)
+        if not namespace.is_netns(sb.netns_path):
+            self._repair_sandbox(sb)
+        self._sync_dns_safely(result)
+        result.data["sandbox"] = self._inspect_sandbox(sb)
+        return result
+
+    def _netns_path(self, name):
+        return os.path.join(self.netns_dir, name)
+
+    def _check_netns_free(self, sb):
+        if namespace.is_netns(sb.netns_path) or os.path.lexists(sb.netns_path):
+            raise ConflictError("%s already exists and is not a sandbox of this collection"
+                                % sb.netns_path, field="sandbox")
+
+    def _inspect_sandbox(self, sb, endpoints=None):
+        if endpoints is None:
+            endpoints = self._endpoints(sandbox_id=sb.id)
+        nets = {ep.network_id: self._network_by_id(ep.network_id) for ep in endpoints}
+        return shape.sandbox(sb, endpoints, nets)
+
+    def _create_sandbox(self, sb, undo):
+        """Record intent, make the namespace (lo up), mark ready; undo on failure."""
+        sb.state = CREATING
+        self._save_sandbox(sb)
+        undo.push("forget sandbox", self.store.delete, "sandboxes", sb.id)
+        self._make_namespace(sb)
+        undo.push("remove namespace", namespace.delete_netns, sb.netns_path)
+        sb.state = READY
+        self._save_sandbox(sb)
+
+    def _make_namespace(self, sb):
+        if sb.mode == "host":
+            namespace.bind_netns("/proc/thread-self/ns/net", sb.netns_path)
+            return
+        namespace.create_netns(sb.netns_path)
+        handle = self.netlink.sandbox(sb.netns_path)
+        handle.set_up(handle.index("lo"))
+
+    def _repair_sandbox(self, sb):
+        """The namespace file vanished (deleted by hand): make it again."""
+        self.netlink.forget(sb.netns_path)
+        try:
+            os.unlink(sb.netns_path)
+        except OSError:
+            pass
+        self._make_namespace(sb)
+
+    def _drop_sandbox_namespace(self, sb):
+        self.netlink.forget(sb.netns_path)
+        try:
+            namespace.delete_netns(sb.netns_path)
+        except CnmError:
+            pass
+
+    def _remove_sandbox(self, sb):
+        errors = []
+        for ep in self._endpoints(sandbox_id=sb.id):
+            errors += self._drop_endpoint(self._network_by_id(ep.network_id), sb, ep,
+                                          best_effort=True)
+        self._drop_sandbox_namespace(sb)
+        self.store.delete("sandboxes", sb.id)
+        try:
+            from .dns import files as dns_files
+            dns_files.remove_sandbox_files(self._sandbox_file_dirs(sb))
+        except Exception:  # files are secondary; never block a removal on them
+            pass
+        return errors
+
+    def _sandbox_file_dirs(self, sb):
+        dirs = [os.path.join(self.run_dir, "sandboxes", sb.name)]
+        if os.path.abspath(self.netns_dir) == C.DEFAULT_NETNS_DIR:
+            dirs.append(os.path.join("/etc/netns", sb.name))
+        return dirs
+
+    # ------------------------------------------------------------------------------
+    # endpoints
+    # ------------------------------------------------------------------------------
+    def endpoint(self, params):
+        """cnm_endpoint: join sandbox ``params['sandbox']`` to ``params['network']``
+        (creating the sandbox if missing) or remove that endpoint.
+
+        Validates everything first; on failure undoes its own kernel work newest first
+        and releases its addresses. Returns ``data['endpoint']``.
+        """
+        p = dict(params)
+        network = V.object_name(p.get("network"), "network", "network")
+        sandbox = V.object_name(p.get("sandbox"), "sandbox", "sandbox")
+        state = p.get("state") or "present"
+        spec = {}
+        if state == "present":
+            if p.get("ipv4_address") is not None:
+                spec["ipv4"] = normalise_address(p["ipv4_address"], "ipv4_address")
+                if spec["ipv4"].version != 4:
+                    raise ValidationError("%s is not an IPv4 address" % spec["ipv4"],
+                                          field="ipv4_address")
+            if p.get("ipv6_address") is not None:
+                spec["ipv6"] = normalise_address(p["ipv6_address"], "ipv6_address")
+                if spec["ipv6"].version != 6:
+                    raise ValidationError("%s is not an IPv6 address" % spec["ipv6"],
+                                          field="ipv6_address")
+            if p.get("mac_address") is not None:
+                spec["mac"] = normalise_mac(p["mac_address"], "mac_address")
+            if p.get("aliases") is not None:
+                spec["aliases"] = [V.dns_name(a, "aliases[%d]" % i)
+                                   for i, a in enumerate(p["aliases"])]
+            if p.get("interface_name") is not None:
+                spec["ifname"] = V.interface_name(p["interface_name"])
+            if p.get("gw_priority") is not None:
+                spec["gw_priority"] = V.integer(p["gw_priority"], "gw_priority")
+        return self._run(self._endpoint_op, network, sandbox, state, spec)
+
+    def _endpoint_op(self, network, sandbox, state, spec):
+        net = self._network(network)
+        sb = self._sandbox(sandbox)
+        ep = self._endpoint(net.id, sb.id) if (net and sb) else None
+        if state == "absent":
+            if ep is None:
+                return Result(data={"endpoint": None})
+            result = Result(changed=True, actions=["detach %s from %s" % (sandbox, network)],
+                            diff={"before": shape.endpoint(ep, net, sb), "after": {}},
+                            data={"endpoint": None})
+            if not self.check_mode:
+                errors = self._drop_endpoint(net, sb, ep, best_effort=True)
+                errors += self._after_leave(sb)
+                result.warnings.extend(errors)
+                self._sync_dns_safely(result)
+            return result
+        if net is None:
+            if self.check_mode:
+                # an earlier task of the same play would create it: predict the attach
+                return Result(changed=True, actions=[
+                    "attach %s to %s (network not created yet)" % (sandbox, network)],
+                    diff={"before": {}, "after": {"network": network, "sandbox": sandbox}},
+                    data={"endpoint": None})
+            raise NotFoundError("network %s does not exist" % network, field="network")
+        if ep is None:
+            return self._create_endpoint(net, sb, sandbox, spec)
+        return self._update_endpoint(net, sb, ep, spec)
+
+    def _check_join_allowed(self, net, sb):
+        if sb is None:
+            return
+        others = [e for e in self._endpoints(sandbox_id=sb.id) if e.network_id != net.id]
+        if not others:
+            if net.driver == "host" and sb.mode != "host":
+                raise ConflictError("sandbox %s has its own namespace; a sandbox on network "
+                                    "host must be created by joining host first"
+                                    % sb.name, field="sandbox")
+            return
+        other_nets = [self._network_by_id(e.network_id) for e in others]
+        if net.driver in ("host", "null") or any(n.driver in ("host", "null")
+                                                  for n in other_nets):
+            raise ConflictError("sandbox %s is attached to %s; a sandbox on network host or "
+                                "none cannot join other networks"
+                                % (sb.name, ", ".join(n.name for n in other_nets)),
+                                field="network")
+
+    def _used_ifnames(self, sb, exclude_id=None):
+        return {e.ifname for e in self._endpoints(sandbox_id=sb.id)
+                if e.ifname and e.id != exclude_id}
+
+    def _next_ifname(self, used):
+        n = 0
+        while "eth%d" % n in used:
+            n += 1
+        return "eth%d" % n
+
+    def _allocators(self, net):
+        allocated = list(self.store.allocations(net.id))
+        pools = [PoolConfig.from_dict(p) for p in net.pools]
+        return pools, [AddressAllocator(pool, allocated, net.ipam_last.get(str(pool.subnet)))
+                       for pool in pools]
+
+    def _assign_addresses(self, net, ep, spec=None, keep=False):
+        """Give ``ep`` its addresses in ``net``: static ones reserved, others allocated
+        walking forward from the last allocation. Persists the allocations unless in
+        check mode. ``keep``: try to keep the endpoint's current addresses (rebuild)."""
+        spec = spec or {}
+        if not get_driver(net.driver).uses_ipam:
+            return
+        pools, allocs = self._allocators(net)
+        families = [4] + ([6] if net.enable_ipv6 else [])
+        for family in families:
+            key = "ipv%d" % family
+            field = "ipv%d_address" % family
+            fam_allocs = [a for a, p in zip(allocs, pools) if p.version == family]
+            if not fam_allocs:
+                if key in spec:
+                    raise ValidationError("network %s has no IPv%d subnet" % (net.name, family),
+                                          field=field)
+                continue
+            address = None
+            static = key in spec or (keep and ep.static.get(key))
+            wanted = spec.get(key)
+            if wanted is None and keep and getattr(ep, key):
+                wanted = ipaddress.ip_interface(getattr(ep, key)).ip
+            if wanted is not None:
+                pool = pool_containing(pools, wanted)
+                target = fam_allocs[0] if pool is None else allocs[pools.index(pool)]
+                try:
+                    address = target.reserve(wanted, field)
+                except CnmError:
+                    if key in spec or (keep and ep.static.get(key)):
+                        raise
+                    address = None  # kept address no longer fits: take a new one
+            if address is None:
+                last_error = None
+                for alloc in fam_allocs:
+                    try:
+                        address = alloc.allocate()
+                        pool = alloc.pool
+                        net.ipam_last[str(pool.subnet)] = str(address)
+                        break
+                    except CnmError as exc:
+                        last_error = exc
+                if address is None:
+                    raise last_error
+            pool = pool_containing(pools, address)
+            setattr(ep, key, "%s/%d" % (address, pool.subnet.prefixlen))
+            ep.static[key] = bool(static)
+            if not self.check_mode:
+                self.store.allocate(net.id, str(address), ep.id)
+
+    def _create_endpoint(self, net, sb, sandbox_name, spec):
+        self._check_join_allowed(net, sb)
+        driver = get_driver(net.driver)
+        new_sandbox = sb is None
+        if new_sandbox:
+            sb = Sandbox(id=new_id(), name=sandbox_name, netns_path=self._netns_path(
+                sandbox_name), hostname=sandbox_name, created=now_rfc3339(), implicit=True,
+                mode="host" if net.driver == "host" else "own")
+            self._check_netns_free(sb)
+        ep = Endpoint(id=new_id(), network_id=net.id, sandbox_id=sb.id,
+                      network_name=net.name, sandbox_name=sb.name, created=now_rfc3339(),
+                      aliases=spec.get("aliases", []), gw_priority=spec.get("gw_priority", 0))
+        if driver.has_interface:
+            used = self._used_ifnames(sb)
+            if spec.get("ifname"):
+                if spec["ifname"] in used or (not new_sandbox and namespace.is_netns(
+                        sb.netns_path) and self.netlink.sandbox(sb.netns_path).index(
+                        spec["ifname"]) is not None):
+                    raise ConflictError("interface %s is already used in sandbox %s"
+                                        % (spec["ifname"], sb.name), field="interface_name")
+                ep.ifname = spec["ifname"]
+            else:
+                ep.ifname = self._next_ifname(used)
+            if net.driver == "bridge":
+                ep.host_ifname = C.HOST_VETH_PREFIX + ep.id[:8]
+        elif spec.get("ifname") or spec.get("ipv4") or spec.get("ipv6") or spec.get("mac"):
+            bad = [k for k in ("interface_name", "ipv4_address", "ipv6_address",
+                               "mac_address") if spec.get({"interface_name": "ifname",
+                                                          "ipv4_address": "ipv4",
+                                                          "ipv6_address": "ipv6",
+                                                          "mac_address": "mac"}[k])]
+            raise ValidationError("is not supported on network %s (driver %s has no "
+                                  "interface)" % (net.name, net.driver), field=bad[0])
+        # addresses: validated and (outside check mode) recorded as intent
+        undo = Undo()
+        try:
+            if not self.check_mode:
+                if new_sandbox:
+                    self._create_sandbox(sb, undo)
+                ep.state = CREATING
+                self._save_endpoint(ep)
+                undo.push("forget endpoint", self.store.delete, "endpoints", ep.id)
+                undo.push("release addresses", self.store.release, net.id, None, ep.id)
+            self._assign_addresses(net, ep, spec)
+            if driver.has_interface:
+                if spec.get("mac"):
+                    ep.mac = spec["mac"]
+                    ep.static["mac"] = True
+                elif ep.ipv4:
+                    ep.mac = mac_from_ip(ipaddress.ip_interface(ep.ipv4).ip)
+                else:
+                    ep.mac = generate_mac()
+            after = shape.endpoint(ep, net, sb)
+            result = Result(changed=True, diff={"before": {}, "after": after},
+                            actions=(["create sandbox %s" % sb.name] if new_sandbox else [])
+                            + ["attach %s to %s (%s)" % (sb.name, net.name, ep.ipv4 or
+                                                         ep.ipv6 or net.driver)],
+                            data={"endpoint": after})
+            if self.check_mode:
+                return result
+            self._save_endpoint(ep)
+            self._save_network(net)  # ipam_last
+            if not namespace.is_netns(sb.netns_path):
+                self._repair_sandbox(sb)
+            driver.setup_endpoint(net, sb, ep, self.netlink)
+            undo.push("remove interface", driver.teardown_endpoint, net, sb, ep, self.netlink)
+            self._sync_routes(sb)
+            ep.state = READY
+            self._save_endpoint(ep)
+        except Exception:
+            errors = undo.run()
+            if errors and isinstance(errors, list):
+                pass
+            raise
+        self._sync_dns_safely(result)
+        return result
+
+    def _update_endpoint(self, net, sb, ep, spec):
+        driver = get_driver(net.driver)
+        diff = DifferenceTracker()
+        cur_v4 = ipaddress.ip_interface(ep.ipv4).ip if ep.ipv4 else None
+        cur_v6 = ipaddress.ip_interface(ep.ipv6).ip if ep.ipv6 else None
+        readdress = {}
+        if "ipv4" in spec and spec["ipv4"] != cur_v4:
+            diff.add("ipv4_address", str(cur_v4) if cur_v4 else None, str(spec["ipv4"]))
+            readdress["ipv4"] = spec["ipv4"]
+        if "ipv6" in spec and spec["ipv6"] != cur_v6:
+            diff.add("ipv6_address", str(cur_v6) if cur_v6 else None, str(spec["ipv6"]))
+            readdress["ipv6"] = spec["ipv6"]
+        if "mac" in spec and spec["mac"] != ep.mac:
+            diff.add("mac_address", ep.mac, spec["mac"])
+        if "aliases" in spec and list(spec["aliases"]) != list(ep.aliases):
+            diff.add("aliases", list(ep.aliases), list(spec["aliases"]))
+        if "gw_priority" in spec and spec["gw_priority"] != ep.gw_priority:
+            diff.add("gw_priority", ep.gw_priority, spec["gw_priority"])
+        if "ifname" in spec and spec["ifname"] != ep.ifname:
+            if spec["ifname"] in self._used_ifnames(sb, exclude_id=ep.id):
+                raise ConflictError("interface %s is already used in sandbox %s"
+                                    % (spec["ifname"], sb.name), field="interface_name")
+            diff.add("interface_name", ep.ifname, spec["ifname"])
+        # validate new addresses before anything changes
+        if readdress:
+            probe = dataclasses.replace(ep, static=dict(ep.static))
+            pools, allocs = self._allocators(net)
+            for key, address in readdress.items():
+                pool = pool_containing(pools, address)
+                fam = [a for a, p in zip(allocs, pools) if p.version == address.version]
+                target = allocs[pools.index(pool)] if pool else (fam[0] if fam else None)
+                if target is None:
+                    raise ValidationError("network %s has no IPv%d subnet"
+                                          % (net.name, address.version),
+                                          field="%s_address" % key)
+                target.reserve(address, "%s_address" % key)
+            del probe
+        # drift
+        drift = []
+        sandbox_missing = not namespace.is_netns(sb.netns_path)
+        if sandbox_missing:
+            drift.append("namespace %s is missing" % sb.netns_path)
+        else:
+            drift += driver.endpoint_drift(net, sb, ep, self.netlink)
+            drift += self._route_drift(sb)
+        if net.driver == "bridge" and not sandbox_missing:
+            bridge_drift = driver.network_drift(net, self.netlink)
+            drift += bridge_drift
+        result = Result(data={"endpoint": shape.endpoint(ep, net, sb)})
+        if not diff and not drift:
+            return result
+        for d in drift:
+            diff.add("kernel", d, "present")
+        result.changed = True
+        result.diff = diff.as_diff()
+        result.actions = diff.describe()
+        if self.check_mode:
+            return result
+        if "ifname" in spec and spec["ifname"] != ep.ifname and not sandbox_missing:
+            driver.teardown_endpoint(net, sb, ep, self.netlink)
+            ep.ifname = spec["ifname"]
+        for key, address in readdress.items():
+            old = getattr(ep, key)
+            if old:
+                self.store.release(net.id, str(ipaddress.ip_interface(old).ip))
+            pools = [PoolConfig.from_dict(p) for p in net.pools]
+            pool = pool_containing(pools, address)
+            setattr(ep, key, "%s/%d" % (address, pool.subnet.prefixlen))
+            ep.static[key] = True
+            self.store.allocate(net.id, str(address), ep.id)
+            if key == "ipv4" and not ep.static.get("mac") and "mac" not in spec:
+                ep.mac = mac_from_ip(address)
+        if "mac" in spec:
+            ep.mac = spec["mac"]
+            ep.static["mac"] = True
+        if "aliases" in spec:
+            ep.aliases = list(spec["aliases"])
+        if "gw_priority" in spec:
+            ep.gw_priority = spec["gw_priority"]
+        self._save_endpoint(ep)
+        if sandbox_missing:
+            self._repair_sandbox(sb)
+        if net.driver == "bridge":
+            driver.setup_network(net, self.netlink)
+        driver.setup_endpoint(net, sb, ep, self.netlink)
+        self._sync_routes(sb)
+        if readdress and net.driver == "bridge":
+            self._sync_firewall(net)
+        self._sync_dns_safely(result)
+        result.data["endpoint"] = shape.endpoint(ep, net, sb)
+        return result
+
+    def _drop_endpoint(self, net, sb, ep, best_effort=False):
+        """Remove ``ep``'s interfaces, rules, addresses and row. Returns errors."""
+        errors = []
+        if net is not None and sb is not None:
+            try:
+                errors += get_driver(net.driver).teardown_endpoint(net, sb, ep, self.netlink)
+            except Exception as exc:
+                errors.append(str(exc))
+        self.store.release(ep.network_id, owner=ep.id)
+        self.store.delete("endpoints", ep.id)
+        if net is not None and ep.ports:
+            try:
+                self._sync_firewall(net)
+            except CnmError as exc:
+                errors.append(str(exc))
+        if errors and not best_effort:
+            raise CnmError("; ".join(errors))
+        return errors
+
+    def _after_leave(self, sb):
+        """A sandbox lost an endpoint: fix its default route, or remove it when it was
+        made implicitly by cnm_endpoint and has no endpoint left."""
+        remaining = self._endpoints(sandbox_id=sb.id)
+        if not remaining and sb.implicit:
+            return self._remove_sandbox(sb)
+        if namespace.is_netns(sb.netns_path) and sb.mode == "own":
+            try:
+                self._sync_routes(sb)
+            except CnmError as exc:
+                return [str(exc)]
+        return []
+
+    # ------------------------------------------------------------------------------
+    # default routes (gw_priority)
+    # ------------------------------------------------------------------------------
+    def _wanted_gateways(self, sb):
+        """{family: (gateway, ifname)} the sandbox's default routes should use.
+
+        The endpoint with the highest gw_priority wins, ties go to the oldest endpoint;
+        internal networks and interface-less drivers never provide a gateway.
+        """
+        wanted = {}
+        eps = sorted(self._endpoints(sandbox_id=sb.id),
+                     key=lambda e: (-e.gw_priority, e.created))
+        for ep in eps:
+            if ep.state != READY and ep.state != CREATING:
+                continue
+            net = self._network_by_id(ep.network_id)
+            if net is None or net.internal or not get_driver(net.driver).has_interface:
+                continue
+            for family in (4, 6):
+                if family in wanted or not getattr(ep, "ipv%d" % family):
+                    continue
+                gw = gateway_for(net, family)
+                if gw:
+                    wanted[family] = (gw, ep.ifname)
+        return wanted
+
+    def _route_drift(self, sb):
+        if sb.mode != "own":
+            return []
+        handle = self.netlink.sandbox(sb.netns_path)
+        drift = []
+        wanted = self._wanted_gateways(sb)
+        for family in (4, 6):
+            fam = 2 if family == 4 else 10
+            gw, oif = handle.default_gateway(fam)
+            want = wanted.get(family)
+            if want is None:
+                if gw and family == 4:
+                    drift.append("unexpected default route via %s" % gw)
+                continue
+            idx = handle.index(want[1])
+            if gw != want[0] or oif != idx:
+                drift.append("default route via %s dev %s is missing" % want)
+        return drift
+
+    def _sync_routes(self, sb):
+        """Make the sandbox's default routes match ``_wanted_gateways``."""
+        if sb.mode != "own":
+            return
+        handle = self.netlink.sandbox(sb.netns_path)
+        wanted = self._wanted_gateways(sb)
+        for family in (4, 6):
+            fam = 2 if family == 4 else 10
+            want = wanted.get(family)
+            gw, oif = handle.default_gateway(fam)
+            if want is None:
+                if gw:
+                    handle.delete_default_route(family)
+                continue
+            idx = handle.index(want[1])
+            if idx is not None and (gw != want[0] or oif != idx):
+                handle.replace_default_route(family, want[0], idx)
+
+    # ------------------------------------------------------------------------------
+    # DNS
+    # ------------------------------------------------------------------------------
+    def _sync_dns_safely(self, result):
+        try:
+            self._sync_dns()
+        except ImportError:
+            pass
+
+    # ------------------------------------------------------------------------------
+    # info
+    # ------------------------------------------------------------------------------
+    def network_info(self, params):
+        """cnm_network_info: networks by ``name`` or ``filters`` (driver, label, name).
+
+        Never fails for a missing name: ``exists`` is False.
+        """
+        self.check_mode = True  # reading only: never create the store
+        return self._run(self._network_info, params)
+
+    def _network_info(self, params):
+        nets = [Network.from_doc(d) for d in self.store.all("networks")]
+        name = params.get("name")
+        filters = params.get("filters") or {}
+        if name:
+            nets = [n for n in nets if n.name == name or n.id == name or
+                    (len(name) >= 12 and n.id.startswith(name))]
+        for key, value in filters.items():
+            values = value if isinstance(value, list) else [value]
+            if key == "driver":
+                nets = [n for n in nets if n.driver in values]
+            elif key == "name":
+                nets = [n for n in nets if any(v in n.name for v in values)]
+            elif key == "label":
+                def has(n, spec):
+                    k, _, v = str(spec).partition("=")
+                    return k in n.labels and (not v or n.labels[k] == v)
+                nets = [n for n in nets if all(has(n, v) for v in values)]
+            else:
+                raise ValidationError("unknown filter %r (driver, label, name)" % key,
+                                      field="filters.%s" % key)
+        out = [self._inspect_network(n) for n in nets]
+        return Result(data={"exists": bool(out), "networks": out})
+
+    def sandbox_info(self, params):
+        """cnm_sandbox_info: sandboxes (all, or ``name``) with endpoints and DNS config."""
+        self.check_mode = True
+        return self._run(self._sandbox_info, params)
+
+    def _sandbox_info(self, params):
+        sbs = [Sandbox.from_doc(d) for d in self.store.all("sandboxes")]
+        if params.get("name"):
+            sbs = [s for s in sbs if s.name == params["name"]]
+        out = [self._inspect_sandbox(s) for s in sbs]
+        return Result(data={"exists": bool(out), "sandboxes": out})

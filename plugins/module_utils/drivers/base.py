@@ -1,0 +1,47 @@
+"""The driver interface: what every network driver implements (netavark's trait idea).
+
+A driver only touches links, addresses and sysctls; it never decides firewalling (the
+controller hands the firewall its data) and never writes the store. Every ``setup_*``
+verb is idempotent ("make it so"): the controller calls it both to create and to
+repair drift, so a missing bridge or veth is simply made again.
+"""
+
+
+class Driver:
+    """Base class. ``name`` is the driver name users give in ``cnm_network``."""
+
+    name = None
+    #: endpoints of this driver get an interface and addresses inside the sandbox
+    has_interface = True
+    #: networks of this driver get IPAM pools (subnets, gateway)
+    uses_ipam = True
+    #: option keys this driver understands (anything else is rejected)
+    options = frozenset()
+
+    def validate(self, network, netlink):
+        """Check driver options before anything is made. Raises ValidationError."""
+
+    def setup_network(self, network, netlink):
+        """Make the network's kernel objects exist as described. Idempotent."""
+
+    def teardown_network(self, network, netlink):
+        """Remove the network's kernel objects; best effort. Returns a list of errors."""
+        return []
+
+    def network_drift(self, network, netlink):
+        """What is missing or different in the kernel for ``network`` ([] = in sync)."""
+        return []
+
+    def setup_endpoint(self, network, sandbox, endpoint, netlink):
+        """Make the endpoint's interface exist in the sandbox with its addresses. Idempotent."""
+
+    def teardown_endpoint(self, network, sandbox, endpoint, netlink):
+        """Remove the endpoint's interfaces; best effort, works if the sandbox is gone.
+
+        Returns a list of errors.
+        """
+        return []
+
+    def endpoint_drift(self, network, sandbox, endpoint, netlink):
+        """What is missing or different for ``endpoint`` ([] = in sync)."""
+        return []

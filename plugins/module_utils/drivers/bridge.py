@@ -1,0 +1,167 @@
+"""The ``bridge`` driver: a Linux bridge per network, a veth per endpoint.
+
+Docker semantics: bridge ``br-<id12>`` unless ``com.docker.network.bridge.name``; the
+gateway address lives on the bridge; the veth's host side is enslaved with hairpin on;
+the peer is created directly inside the sandbox (NOTES: moving links costs ~25 ms);
+``net.ipv4.ip_forward=1``.
+"""
+from .. import constants as C
+from ..errors import ValidationError
+from ..model import gateway_cidrs
+from ..netns import sysctl
+from .base import Driver
+
+_BOOL_STRINGS = ("true", "false")
+
+
+def _endpoint_cidrs(endpoint):
+    return {c for c in (endpoint.ipv4, endpoint.ipv6) if c}
+
+
+class BridgeDriver(Driver):
+    name = "bridge"
+    options = frozenset((C.OPT_BRIDGE_NAME, C.OPT_ENABLE_ICC, C.OPT_ENABLE_IP_MASQUERADE,
+                         C.OPT_HOST_BINDING_IPV4, C.OPT_MTU))
+
+    def validate(self, network, netlink):
+        name = network.bridge
+        if len(name) > C.IFNAME_MAX:
+            raise ValidationError("bridge name %r is longer than %d characters"
+                                  % (name, C.IFNAME_MAX),
+                                  field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+        if not name or "/" in name or " " in name or name in (".", ".."):
+            raise ValidationError("bridge name %r is not a valid interface name" % name,
+                                  field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+        for key in (C.OPT_ENABLE_ICC, C.OPT_ENABLE_IP_MASQUERADE):
+            if key in network.options and network.options[key] not in _BOOL_STRINGS:
+                raise ValidationError("%r is not a boolean (true/false)"
+                                      % network.options[key],
+                                      field="driver_options.%s" % key)
+
+    # -- network ---------------------------------------------------------------------
+    def setup_network(self, network, netlink):
+        host = netlink.host
+        link = host.link(network.bridge)
+        index = link["index"] if link else host.add_bridge(network.bridge, network.mtu)
+        if link and link["mtu"] != network.mtu:
+            host.set_mtu(index, network.mtu)
+        have = host.addresses(index)
+        for cidr in gateway_cidrs(network):
+            if cidr not in have:
+                host.add_address(index, cidr)
+        if not link or not link["up"]:
+            host.set_up(index)
+        sysctl.ensure("net.ipv4.ip_forward", 1)
+        if network.enable_ipv6:
+            sysctl.ensure("net.ipv6.conf.all.forwarding", 1)
+
+    def teardown_network(self, network, netlink):
+        try:
+            netlink.host.delete_link(network.bridge)
+        except Exception as exc:  # best effort: report, go on
+            return [str(exc)]
+        return []
+
+    def network_drift(self, network, netlink):
+        link = netlink.host.link(network.bridge)
+        if link is None:
+            return ["bridge %s is missing" % network.bridge]
+        drift = []
+        if link["kind"] != "bridge":
+            drift.append("%s is a %s, not a bridge" % (network.bridge, link["kind"]))
+        if not link["up"]:
+            drift.append("bridge %s is down" % network.bridge)
+        if link["mtu"] != network.mtu:
+            drift.append("bridge %s mtu is %s, not %s" % (network.bridge, link["mtu"],
+                                                          network.mtu))
+        have = netlink.host.addresses(link["index"])
+        for cidr in gateway_cidrs(network):
+            if cidr not in have:
+                drift.append("gateway %s is missing on %s" % (cidr, network.bridge))
+        return drift
+
+    # -- endpoints -------------------------------------------------------------------
+    def setup_endpoint(self, network, sandbox, endpoint, netlink):
+        host = netlink.host
+        inside = netlink.sandbox(sandbox.netns_path)
+        bridge = host.index(network.bridge)
+        hlink = host.link(endpoint.host_ifname)
+        slink = inside.link(endpoint.ifname)
+        if hlink is None or slink is None:
+            # one half without the other is useless: start the pair again
+            if hlink is not None:
+                host.delete_link(endpoint.host_ifname)
+            if slink is not None:
+                inside.delete_link(endpoint.ifname)
+            host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox.netns_path,
+                          endpoint.mac, network.mtu, bridge)
+            slink = inside.link(endpoint.ifname)
+        else:
+            if hlink["master"] != bridge:
+                host.set_master(hlink["index"], bridge)
+            if not host.hairpin(hlink["index"]):
+                host.set_hairpin(hlink["index"])
+            if not hlink["up"]:
+                host.set_up(hlink["index"])
+            if hlink["mtu"] != network.mtu:
+                host.set_mtu(hlink["index"], network.mtu)
+            if slink["mtu"] != network.mtu:
+                inside.set_mtu(slink["index"], network.mtu)
+            if endpoint.mac and slink["mac"] != endpoint.mac:
+                inside.set_mac(slink["index"], endpoint.mac)
+        index = slink["index"]
+        have = inside.addresses(index)
+        for cidr in have - _endpoint_cidrs(endpoint):
+            inside.delete_address(index, cidr)
+        for cidr in _endpoint_cidrs(endpoint) - have:
+            inside.add_address(index, cidr)
+        if not slink["up"]:
+            inside.set_up(index)
+        lo = inside.link("lo")
+        if not lo["up"]:
+            inside.set_up(lo["index"])
+
+    def teardown_endpoint(self, network, sandbox, endpoint, netlink):
+        errors = []
+        try:
+            gone = netlink.host.delete_link(endpoint.host_ifname)
+        except Exception as exc:
+            errors.append(str(exc))
+            gone = False
+        if not gone:
+            # host half already missing: the sandbox half may still be there
+            try:
+                netlink.sandbox(sandbox.netns_path).delete_link(endpoint.ifname)
+            except Exception:  # sandbox gone too: nothing left to remove
+                pass
+        return errors
+
+    def endpoint_drift(self, network, sandbox, endpoint, netlink):
+        drift = []
+        hlink = netlink.host.link(endpoint.host_ifname)
+        if hlink is None:
+            drift.append("host veth %s is missing" % endpoint.host_ifname)
+        else:
+            bridge = netlink.host.index(network.bridge)
+            if hlink["master"] != bridge:
+                drift.append("veth %s is not attached to bridge %s"
+                             % (endpoint.host_ifname, network.bridge))
+            if not hlink["up"]:
+                drift.append("veth %s is down" % endpoint.host_ifname)
+        inside = netlink.sandbox(sandbox.netns_path)
+        slink = inside.link(endpoint.ifname)
+        if slink is None:
+            drift.append("interface %s is missing in sandbox %s" % (endpoint.ifname,
+                                                                  sandbox.name))
+            return drift
+        if not slink["up"]:
+            drift.append("interface %s in sandbox %s is down" % (endpoint.ifname,
+                                                               sandbox.name))
+        if endpoint.mac and slink["mac"] != endpoint.mac:
+            drift.append("mac of %s is %s, not %s" % (endpoint.ifname, slink["mac"],
+                                                     endpoint.mac))
+        have = inside.addresses(slink["index"])
+        for cidr in sorted(_endpoint_cidrs(endpoint) - have):
+            drift.append("address %s is missing on %s in sandbox %s"
+                         % (cidr, endpoint.ifname, sandbox.name))
+        return drift

@@ -1,0 +1,87 @@
+"""Return values in Docker's shapes (``docker network inspect``, NetworkSettings).
+
+Tools written for Docker's JSON read ours: same keys, same JSON types.
+"""
+import ipaddress
+
+from .ipam.config import PoolConfig
+from .model import gateway_for
+
+
+def network(net, endpoints, sandboxes):
+    """``docker network inspect`` entry for ``net``; ``sandboxes`` maps id -> Sandbox."""
+    containers = {}
+    for ep in endpoints:
+        sb = sandboxes.get(ep.sandbox_id)
+        containers[ep.sandbox_id] = {
+            "Name": sb.name if sb else ep.sandbox_name,
+            "EndpointID": ep.id,
+            "MacAddress": ep.mac,
+            "IPv4Address": ep.ipv4,
+            "IPv6Address": ep.ipv6,
+        }
+    config = [PoolConfig.from_dict(p).to_docker() for p in net.pools]
+    return {
+        "Name": net.name,
+        "Id": net.id,
+        "Created": net.created,
+        "Scope": net.scope,
+        "Driver": net.driver,
+        "EnableIPv4": True,
+        "EnableIPv6": net.enable_ipv6,
+        "IPAM": {"Driver": net.ipam_driver, "Options": net.ipam_options or None,
+                 "Config": config},
+        "Internal": net.internal,
+        "Attachable": net.attachable,
+        "Ingress": False,
+        "ConfigFrom": {"Network": ""},
+        "ConfigOnly": False,
+        "Containers": containers,
+        "Options": dict(net.options),
+        "Labels": dict(net.labels),
+    }
+
+
+def endpoint(ep, net, sandbox):
+    """The ``endpoint`` return value of cnm_endpoint (EndpointSettings-like)."""
+    v4 = ipaddress.ip_interface(ep.ipv4) if ep.ipv4 else None
+    v6 = ipaddress.ip_interface(ep.ipv6) if ep.ipv6 else None
+    has_gw = net.driver not in ("host", "null") and not net.internal
+    return {
+        "EndpointID": ep.id,
+        "NetworkID": net.id,
+        "NetworkName": net.name,
+        "Sandbox": sandbox.name,
+        "SandboxID": sandbox.id,
+        "SandboxKey": sandbox.netns_path,
+        "InterfaceName": ep.ifname,
+        "HostInterfaceName": ep.host_ifname,
+        "IPAddress": str(v4.ip) if v4 else "",
+        "IPPrefixLen": v4.network.prefixlen if v4 else 0,
+        "Gateway": (gateway_for(net, 4) or "") if has_gw and v4 else "",
+        "GlobalIPv6Address": str(v6.ip) if v6 else "",
+        "GlobalIPv6PrefixLen": v6.network.prefixlen if v6 else 0,
+        "IPv6Gateway": (gateway_for(net, 6) or "") if has_gw and v6 else "",
+        "MacAddress": ep.mac,
+        "Aliases": list(ep.aliases),
+        "GwPriority": ep.gw_priority,
+    }
+
+
+def sandbox(sb, endpoints, networks):
+    """The ``sandbox`` return value: the namespace and its endpoints by network name."""
+    eps = {}
+    for ep in endpoints:
+        net = networks.get(ep.network_id)
+        if net:
+            eps[net.name] = endpoint(ep, net, sb)
+    return {
+        "Id": sb.id,
+        "Name": sb.name,
+        "SandboxKey": sb.netns_path,
+        "Hostname": sb.hostname,
+        "Created": sb.created,
+        "Mode": sb.mode,
+        "Networks": eps,
+        "Dns": dict(sb.dns),
+    }

@@ -1,0 +1,34 @@
+"""sysctl writes through /proc/sys for the calling thread's network namespace."""
+import os
+
+from ..errors import KernelError
+
+
+def _path(name):
+    return "/proc/sys/" + name.replace(".", "/")
+
+
+def read(name):
+    """Value of sysctl ``name`` (e.g. ``net.ipv4.ip_forward``) or None if absent."""
+    try:
+        with open(_path(name)) as fh:
+            return fh.read().strip()
+    except FileNotFoundError:
+        return None
+
+
+def ensure(name, value):
+    """Set sysctl ``name`` to ``value`` if it differs. Returns True when it wrote.
+
+    /proc/sys/net is resolved against the namespace of the task that opens it, so
+    callers must be in the right namespace (thread setns or nsenter).
+    """
+    value = str(value)
+    if read(name) == value:
+        return False
+    try:
+        with open(_path(name), "w") as fh:
+            fh.write(value)
+    except OSError as exc:
+        raise KernelError("sysctl %s=%s: %s" % (name, value, os.strerror(exc.errno)))
+    return True

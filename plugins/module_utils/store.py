@@ -1,0 +1,186 @@
+"""Local state in SQLite: one database per host, written only by the controller.
+
+Guarantees: WAL journal, schema versioned, one transaction per operation (``with
+store.transaction():``), a host-wide ``flock`` held for a whole operation so concurrent
+runs on one host serialise, files created mode 0600. Rows are JSON documents keyed by
+id and name: the model classes (``model.py``) convert to and from them.
+"""
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+
+from .constants import LOCK_FILE, SCHEMA_VERSION, STORE_FILE
+from .errors import CnmError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sandboxes (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY, network_id TEXT NOT NULL, sandbox_id TEXT NOT NULL,
+    doc TEXT NOT NULL, UNIQUE (network_id, sandbox_id));
+CREATE TABLE IF NOT EXISTS allocations (
+    network_id TEXT NOT NULL, address TEXT NOT NULL, owner TEXT NOT NULL,
+    PRIMARY KEY (network_id, address));
+CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (sandbox_id);
+"""
+
+TABLES = ("networks", "sandboxes", "endpoints")
+
+
+class StoreError(CnmError):
+    """The state database cannot be opened or has an unknown schema."""
+
+
+class Store:
+    """The state database under ``state_dir``. Open with ``Store.open(state_dir)``."""
+
+    def __init__(self, state_dir, conn, lock_fd):
+        self.state_dir = state_dir
+        self.conn = conn
+        self._lock_fd = lock_fd
+        self._depth = 0
+
+    @classmethod
+    def open(cls, state_dir, lock=True):
+        """Open (creating if needed) the store; with ``lock`` take the host-wide lock.
+
+        Called at the start of every engine operation. Blocks while another run on this
+        host holds the lock; the lock is released by ``close()`` or by process death.
+        """
+        old = os.umask(0o077)
+        try:
+            os.makedirs(state_dir, mode=0o700, exist_ok=True)
+            lock_fd = None
+            if lock:
+                lock_fd = os.open(os.path.join(state_dir, LOCK_FILE),
+                                  os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            path = os.path.join(state_dir, STORE_FILE)
+            try:
+                conn = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                       check_same_thread=False)
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.executescript(_SCHEMA)
+            except sqlite3.Error as exc:
+                if lock_fd is not None:
+                    os.close(lock_fd)
+                raise StoreError("cannot open state database %s: %s" % (path, exc))
+        finally:
+            os.umask(old)
+        store = cls(state_dir, conn, lock_fd)
+        store._check_schema()
+        return store
+
+    @classmethod
+    def open_memory(cls):
+        """A throwaway in-memory store: check mode on a host that has no state yet."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.executescript(_SCHEMA)
+        store = cls(None, conn, None)
+        store._check_schema()
+        return store
+
+    def _check_schema(self):
+        row = self.conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
+        if row is None:
+            self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                              (str(SCHEMA_VERSION),))
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise StoreError("state database schema %s is newer than this collection (%d)"
+                             % (row[0], SCHEMA_VERSION))
+
+    def close(self):
+        """Close the database and release the host lock."""
+        try:
+            self.conn.close()
+        finally:
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """One atomic unit: commits on success, rolls back on any exception. Nests."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self
+            finally:
+                self._depth -= 1
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            self.conn.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- documents -------------------------------------------------------------------
+    def put(self, table, doc, **keys):
+        """Insert or replace the document ``doc`` (a dict with ``id``) in ``table``."""
+        assert table in TABLES
+        cols = ["id", "doc"] + sorted(keys)
+        vals = [doc["id"], json.dumps(doc, sort_keys=True)] + [keys[k] for k in sorted(keys)]
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (%s)" % (
+                table, ",".join(cols), ",".join("?" * len(cols))), vals)
+
+    def delete(self, table, doc_id):
+        assert table in TABLES
+        with self.transaction():
+            self.conn.execute("DELETE FROM %s WHERE id=?" % table, (doc_id,))
+
+    def get(self, table, doc_id=None, name=None):
+        """The document with this id (or name), or None."""
+        assert table in TABLES
+        if doc_id is not None:
+            row = self.conn.execute("SELECT doc FROM %s WHERE id=?" % table,
+                                    (doc_id,)).fetchone()
+        else:
+            row = self.conn.execute("SELECT doc FROM %s WHERE name=?" % table,
+                                    (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def all(self, table, where="", args=()):
+        """Every document of ``table`` (optionally filtered by an SQL ``where``)."""
+        assert table in TABLES
+        sql = "SELECT doc FROM %s %s ORDER BY rowid" % (table, ("WHERE " + where) if where else "")
+        return [json.loads(r[0]) for r in self.conn.execute(sql, args)]
+
+    # -- IPAM allocations --------------------------------------------------------------
+    def allocations(self, network_id):
+        """{address: owner} of every address allocated in network ``network_id``."""
+        return dict(self.conn.execute(
+            "SELECT address, owner FROM allocations WHERE network_id=?", (network_id,)))
+
+    def allocate(self, network_id, address, owner):
+        with self.transaction():
+            self.conn.execute("INSERT INTO allocations VALUES (?,?,?)",
+                              (network_id, address, owner))
+
+    def release(self, network_id, address=None, owner=None):
+        """Release one address, every address of ``owner``, or the whole network."""
+        with self.transaction():
+            if address is not None:
+                self.conn.execute("DELETE FROM allocations WHERE network_id=? AND address=?",
+                                  (network_id, address))
+            elif owner is not None:
+                self.conn.execute("DELETE FROM allocations WHERE network_id=? AND owner=?",
+                                  (network_id, owner))
+            else:
+                self.conn.execute("DELETE FROM allocations WHERE network_id=?",
+                                  (network_id,))
+
+    def count_allocations(self):
+        return self.conn.execute("SELECT COUNT(*) FROM allocations").fetchone()[0]
