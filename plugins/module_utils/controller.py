@@ -37,6 +37,18 @@ class Result:
     warnings: list = dataclasses.field(default_factory=list)
 
 
+def checkpoint(name):
+    """Fault injection for crash tests: with ``CNM_FAULT_PAUSE=<name>`` the run writes
+    ``$CNM_FAULT_MARKER`` and sleeps at this point, so a test can ``kill -9`` it there."""
+    if os.environ.get("CNM_FAULT_PAUSE") == name:
+        marker = os.environ.get("CNM_FAULT_MARKER")
+        if marker:
+            with open(marker, "w") as fh:
+                fh.write(name)
+        import time
+        time.sleep(600)
+
+
 class Undo:
     """A stack of compensating steps, run newest first when an apply step fails."""
 
@@ -125,6 +137,8 @@ class Engine:
                 net = self._network_by_id(ep.network_id)
                 sb = self._sandbox_by_id(ep.sandbox_id)
                 self._drop_endpoint(net, sb, ep, best_effort=True)
+                if sb is not None:
+                    self._after_leave(sb)
         for doc in self.store.all("sandboxes"):
             sb = Sandbox.from_doc(doc)
             if sb.state == CREATING:
@@ -804,7 +818,7 @@ class Engine:
         return pools, [AddressAllocator(pool, allocated, net.ipam_last.get(str(pool.subnet)))
                        for pool in pools]
 
-    def _assign_addresses(self, net, ep, spec=None, keep=False):
+    def _assign_addresses(self, net, ep, spec=None, keep=False, persist=True):
         """Give ``ep`` its addresses in ``net``: static ones reserved, others allocated
         walking forward from the last allocation. Persists the allocations unless in
         check mode. ``keep``: try to keep the endpoint's current addresses (rebuild)."""
@@ -851,7 +865,7 @@ class Engine:
             pool = pool_containing(pools, address)
             setattr(ep, key, "%s/%d" % (address, pool.subnet.prefixlen))
             ep.static[key] = bool(static)
-            if not self.check_mode:
+            if persist and not self.check_mode:
                 self.store.allocate(net.id, str(address), ep.id)
 
     def _create_endpoint(self, net, sb, sandbox_name, spec):
@@ -887,7 +901,10 @@ class Engine:
                                                           "mac_address": "mac"}[k])]
             raise ValidationError("is not supported on network %s (driver %s has no "
                                   "interface)" % (net.name, net.driver), field=bad[0])
-        # addresses: validated and (outside check mode) recorded as intent
+        # validate the addresses before anything is made (a dry run on a copy)
+        self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
+                               dataclasses.replace(ep, static={}), spec, persist=False)
+        # then record them as intent (outside check mode) and act
         undo = Undo()
         try:
             if not self.check_mode:
@@ -916,17 +933,22 @@ class Engine:
                 return result
             self._save_endpoint(ep)
             self._save_network(net)  # ipam_last
+            checkpoint("endpoint-intent-recorded")
             if not namespace.is_netns(sb.netns_path):
                 self._repair_sandbox(sb)
             driver.setup_endpoint(net, sb, ep, self.netlink)
             undo.push("remove interface", driver.teardown_endpoint, net, sb, ep, self.netlink)
+            checkpoint("endpoint-interface-made")
             self._sync_routes(sb)
             ep.state = READY
             self._save_endpoint(ep)
-        except Exception:
+        except CnmError as exc:
             errors = undo.run()
-            if errors and isinstance(errors, list):
-                pass
+            if errors:
+                exc.message += " (undo also failed: %s)" % "; ".join(errors)
+            raise
+        except BaseException:
+            undo.run()
             raise
         self._sync_dns_safely(result)
         return result

@@ -1,0 +1,170 @@
+"""Lifecycle stories on a simulated host: subnets, removal, drift, crashes."""
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from engine_helpers import HostEngine
+from snapshot import kernel_state, snapshot, store_rows
+from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+
+
+def test_twenty_networks_get_distinct_subnets_avoiding_host_routes(host):
+    host.run("ip link add hostlan type veth peer name hostlan1 && ip link set hostlan up")
+    host.run("ip route add 172.19.0.0/16 dev hostlan")
+    host.run("ip addr add 172.21.5.1/24 dev hostlan")
+    eng = HostEngine(host)
+    subnets = []
+    for i in range(20):
+        net = eng.network(name="n%d" % i).data["network"]
+        subnets.append(ipaddress.ip_network(net["IPAM"]["Config"][0]["Subnet"]))
+    assert len(set(subnets)) == 20
+    for a in subnets:
+        assert not a.overlaps(ipaddress.ip_network("172.19.0.0/16"))
+        assert not a.overlaps(ipaddress.ip_network("172.21.5.0/24"))
+        for b in subnets:
+            assert a == b or not a.overlaps(b)
+    # an allocator-chosen subnet is not a difference on the next run
+    assert not eng.network(name="n0").changed
+    assert not eng.network(name="n0", ipam={"config": []}).changed
+
+
+def test_remove_network_with_endpoints_needs_force_and_leaves_nothing(host):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.80.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="web")
+    eng.endpoint(network="app", sandbox="db")
+    with pytest.raises(CnmError) as err:
+        eng.network(name="app", state="absent")
+    assert "db" in str(err.value) and "web" in str(err.value)
+    assert eng.network(name="app", state="absent", force=True).changed
+    links = [l["ifname"] for l in host.ip_json("link")]
+    assert links == ["lo"]
+    assert host.sandboxes() == []
+    rows = store_rows(host)
+    assert rows["endpoints"] == [] and rows["allocations"] == [] and rows["sandboxes"] == []
+    assert sorted(r[1] for r in rows["networks"]) == ["host", "none"]
+
+
+def _drift_cases(host):
+    return {
+        "host veth": lambda: host.run("ip link del $(ip -j link | python3 -c \"import json,sys;"
+                                      "print([l['ifname'] for l in json.load(sys.stdin) "
+                                      "if l['ifname'].startswith('veth')][0])\")"),
+        "bridge": lambda: host.run("ip link del br-drift"),
+        "address": lambda: host.sandbox_run("a", "ip addr flush dev eth0"),
+        "namespace": lambda: _delete_namespace(host, "a"),
+    }
+
+
+def _veths(host):
+    return [l["ifname"] for l in host.ip_json("link") if l["ifname"].startswith("veth")]
+
+
+def _delete_namespace(host, sandbox):
+    """Remove a sandbox namespace by hand; the kernel destroys its veth asynchronously."""
+    count = len(_veths(host))
+    subprocess.run(["umount", "-l", host.sandbox_path(sandbox)], check=True)
+    os.unlink(host.sandbox_path(sandbox))
+    deadline = time.time() + 10
+    while len(_veths(host)) == count and time.time() < deadline:
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("what", ["host veth", "bridge", "address", "namespace"])
+def test_drift_is_reported_by_check_and_repaired_by_a_run(host, what):
+    eng = HostEngine(host)
+    chk = HostEngine(host, check_mode=True)
+    net = {"name": "app", "ipam": {"config": [{"subnet": "10.81.0.0/24"}]},
+           "driver_options": {"com.docker.network.bridge.name": "br-drift"}}
+    eng.network(net)
+    eng.endpoint(network="app", sandbox="a")
+    eng.endpoint(network="app", sandbox="b")
+    assert host.ping("10.81.0.3", sandbox="a")
+    _drift_cases(host)[what]()
+    before = snapshot(host)
+    changed = [chk.network(net).changed, chk.endpoint(network="app", sandbox="a").changed,
+               chk.endpoint(network="app", sandbox="b").changed]
+    assert any(changed), what
+    assert snapshot(host) == before, "check mode changed something"
+    eng.network(net)
+    eng.endpoint(network="app", sandbox="a")
+    eng.endpoint(network="app", sandbox="b")
+    assert host.ping("10.81.0.3", sandbox="a"), what
+    assert host.ping("10.81.0.2", sandbox="b"), what
+    # and now everything is in sync
+    assert not any([chk.network(net).changed, chk.endpoint(network="app", sandbox="a").changed,
+                    chk.endpoint(network="app", sandbox="b").changed])
+
+
+def test_gw_priority_picks_the_default_route(host):
+    eng = HostEngine(host)
+    eng.network(name="one", ipam={"config": [{"subnet": "10.82.1.0/24"}]})
+    eng.network(name="two", ipam={"config": [{"subnet": "10.82.2.0/24"}]})
+    eng.endpoint(network="one", sandbox="s")
+    eng.endpoint(network="two", sandbox="s", gw_priority=10)
+    routes = host.ip_json("route show default", sandbox="s")
+    assert routes[0]["gateway"] == "10.82.2.1" and routes[0]["dev"] == "eth1"
+    eng.endpoint(network="two", sandbox="s", state="absent")
+    routes = host.ip_json("route show default", sandbox="s")
+    assert routes[0]["gateway"] == "10.82.1.1" and routes[0]["dev"] == "eth0"
+
+
+def test_addresses_walk_forward_without_immediate_reuse(host):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.83.0.0/24"}]})
+    assert eng.endpoint(network="app", sandbox="a").data["endpoint"]["IPAddress"] == "10.83.0.2"
+    eng.endpoint(network="app", sandbox="a", state="absent")
+    assert eng.endpoint(network="app", sandbox="b").data["endpoint"]["IPAddress"] == "10.83.0.3"
+
+
+CRASH_SCRIPT = r"""
+import sys
+sys.path.insert(0, %(tests)r)
+import conftest  # noqa: F401 (collection path)
+from harness import in_netns
+from ansible_collections.cnm.core.plugins.module_utils.controller import Engine
+e = Engine(state_dir=%(state)r, run_dir=%(run)r, netns_dir=%(netns)r, firewall_backend="none")
+with in_netns(%(path)r):
+    e.endpoint({"network": "app", "sandbox": "victim"})
+"""
+
+
+@pytest.mark.parametrize("point", ["endpoint-intent-recorded", "endpoint-interface-made"])
+def test_kill_9_in_the_middle_of_an_attach_leaks_nothing(host, point):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.84.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="keeper")
+    marker = os.path.join(host.root, "marker")
+    env = dict(os.environ, CNM_FAULT_PAUSE=point, CNM_FAULT_MARKER=marker)
+    script = CRASH_SCRIPT % {"tests": os.path.dirname(HERE), "state": host.state_dir,
+                             "run": host.run_dir, "netns": host.netns_dir, "path": host.path}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    try:
+        deadline = time.time() + 30
+        while not os.path.exists(marker) and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert os.path.exists(marker), "the run never reached %s" % point
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    # the next run converges: the dead run's endpoint is rolled back, then made again
+    res = eng.endpoint(network="app", sandbox="other")
+    assert res.changed
+    rows = store_rows(host)
+    owners = {r[2] for r in rows["allocations"]}
+    assert len(rows["endpoints"]) == 2 and len(owners) == 2
+    assert "victim" not in host.sandboxes()
+    vets = [l["ifname"] for l in host.ip_json("link") if l["ifname"].startswith("veth")]
+    assert len(vets) == 2
+    assert eng.endpoint(network="app", sandbox="victim").changed
+    assert host.ping(eng.endpoint(network="app", sandbox="victim").data["endpoint"]
+                     ["IPAddress"], sandbox="keeper")
+    assert kernel_state(host)  # readable
