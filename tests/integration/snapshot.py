@@ -22,17 +22,23 @@ def store_rows(host):
 def kernel_state(host):
     """Links, addresses and routes of the host and every sandbox, plus namespace files."""
     def clean(links):
-        for link in links:
-            for key in ("stats", "stats64"):
-                link.pop(key, None)
-        return links
+        # only what a change would alter; operstate and DAD flags settle on their own
+        return sorted(({"ifname": l["ifname"], "mac": l.get("address"), "mtu": l.get("mtu"),
+                        "master": l.get("master"),
+                        "addr": sorted("%s/%s" % (a["local"], a["prefixlen"])
+                                       for a in l.get("addr_info", []))}
+                       for l in links), key=lambda l: l["ifname"])
+
+    def routes(rts):
+        return sorted("%s via %s dev %s" % (r.get("dst"), r.get("gateway"), r.get("dev"))
+                      for r in rts)
     state = {"host": {"addr": clean(host.ip_json("addr")),
-                      "route": host.ip_json("route")},
+                      "route": routes(host.ip_json("route"))},
              "sandboxes": {}}
     for sb in host.sandboxes():
         try:
             state["sandboxes"][sb] = {"addr": clean(host.ip_json("addr", sandbox=sb)),
-                                      "route": host.ip_json("route", sandbox=sb)}
+                                      "route": routes(host.ip_json("route", sandbox=sb))}
         except AssertionError:
             state["sandboxes"][sb] = "unreadable"
     return json.loads(json.dumps(state, sort_keys=True))
