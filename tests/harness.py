@@ -198,3 +198,17 @@ def connect(h1, h2, addr1, addr2, prefix=24, name="lan"):
     h1.run("ip addr add %s/%d dev %s && ip link set %s up" % (addr1, prefix, ifname, ifname))
     h2.run("ip addr add %s/%d dev %s && ip link set %s up" % (addr2, prefix, ifname, ifname))
     return ifname
+
+
+def eventually(predicate, timeout=3.0, interval=0.05):
+    """Poll ``predicate`` until true or ``timeout``; returns its last value.
+
+    For kernel work that finishes asynchronously (a removed namespace takes its veth
+    with it a few milliseconds later).
+    """
+    deadline = time.time() + timeout
+    value = predicate()
+    while not value and time.time() < deadline:
+        time.sleep(interval)
+        value = predicate()
+    return value

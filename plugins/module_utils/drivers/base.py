@@ -32,8 +32,11 @@ class Driver:
         """What is missing or different in the kernel for ``network`` ([] = in sync)."""
         return []
 
-    def setup_endpoint(self, network, sandbox, endpoint, netlink):
-        """Make the endpoint's interface exist in the sandbox with its addresses. Idempotent."""
+    def setup_endpoint(self, network, sandbox, endpoint, netlink, fresh=False):
+        """Make the endpoint's interface exist in the sandbox with its addresses. Idempotent.
+
+        ``fresh``: the endpoint was just created, nothing of it exists yet (skip lookups).
+        """
 
     def teardown_endpoint(self, network, sandbox, endpoint, netlink):
         """Remove the endpoint's interfaces; best effort, works if the sandbox is gone.

@@ -81,12 +81,13 @@ class BridgeDriver(Driver):
         return drift
 
     # -- endpoints -------------------------------------------------------------------
-    def setup_endpoint(self, network, sandbox, endpoint, netlink):
+    def setup_endpoint(self, network, sandbox, endpoint, netlink, fresh=False):
         host = netlink.host
         inside = netlink.sandbox(sandbox.netns_path)
-        bridge = host.index(network.bridge)
-        hlink = host.link(endpoint.host_ifname)
-        slink = inside.link(endpoint.ifname)
+        hlink = slink = None
+        if not fresh:  # a brand-new endpoint has nothing to look up
+            hlink = host.link(endpoint.host_ifname)
+            slink = inside.link(endpoint.ifname)
         if hlink is None or slink is None:
             # one half without the other is useless: start the pair again
             if hlink is not None:
@@ -94,21 +95,25 @@ class BridgeDriver(Driver):
             if slink is not None:
                 inside.delete_link(endpoint.ifname)
             host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox.netns_path,
-                          endpoint.mac, network.mtu, bridge)
-            slink = inside.link(endpoint.ifname)
-        else:
-            if hlink["master"] != bridge:
-                host.set_master(hlink["index"], bridge)
-            if not host.hairpin(hlink["index"]):
-                host.set_hairpin(hlink["index"])
-            if not hlink["up"]:
-                host.set_up(hlink["index"])
-            if hlink["mtu"] != network.mtu:
-                host.set_mtu(hlink["index"], network.mtu)
-            if slink["mtu"] != network.mtu:
-                inside.set_mtu(slink["index"], network.mtu)
-            if endpoint.mac and slink["mac"] != endpoint.mac:
-                inside.set_mac(slink["index"], endpoint.mac)
+                          endpoint.mac, network.mtu, host.index(network.bridge))
+            index = inside.index(endpoint.ifname)
+            for cidr in sorted(_endpoint_cidrs(endpoint)):  # a fresh peer has none
+                inside.add_address(index, cidr)
+            inside.set_up(index)
+            return
+        bridge = host.index(network.bridge)
+        if hlink["master"] != bridge:
+            host.set_master(hlink["index"], bridge)
+        if not host.hairpin(hlink["index"]):
+            host.set_hairpin(hlink["index"])
+        if not hlink["up"]:
+            host.set_up(hlink["index"])
+        if hlink["mtu"] != network.mtu:
+            host.set_mtu(hlink["index"], network.mtu)
+        if slink["mtu"] != network.mtu:
+            inside.set_mtu(slink["index"], network.mtu)
+        if endpoint.mac and slink["mac"] != endpoint.mac:
+            inside.set_mac(slink["index"], endpoint.mac)
         index = slink["index"]
         have = inside.addresses(index)
         for cidr in have - _endpoint_cidrs(endpoint):

@@ -47,7 +47,7 @@ class MacvlanDriver(Driver):
             return {"macvlan_mode": mode}
         return {"ipvlan_mode": {"l2": 0, "l3": 1, "l3s": 2}[mode]}
 
-    def setup_endpoint(self, network, sandbox, endpoint, netlink):
+    def setup_endpoint(self, network, sandbox, endpoint, netlink, fresh=False):
         inside = netlink.sandbox(sandbox.netns_path)
         slink = inside.link(endpoint.ifname)
         if slink is None:

@@ -7,7 +7,7 @@ class NullDriver(Driver):
     has_interface = False
     uses_ipam = False
 
-    def setup_endpoint(self, network, sandbox, endpoint, netlink):
+    def setup_endpoint(self, network, sandbox, endpoint, netlink, fresh=False):
         handle = netlink.sandbox(sandbox.netns_path)
         handle.set_up(handle.index("lo"))
 

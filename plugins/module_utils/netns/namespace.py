@@ -153,3 +153,27 @@ def same_netns(a, b):
 def current_netns_path():
     """Path naming the calling thread's namespace (``/proc/<pid>/task/<tid>/ns/net``)."""
     return "/proc/%d/task/%d/ns/net" % (os.getpid(), threading.get_native_id())
+
+
+def processes_inside(path):
+    """True when some process has ``path``'s namespace as its network namespace.
+
+    Called before removing a sandbox: when nothing runs inside, the kernel destroys
+    the namespace with its interfaces by itself and the engine need not pay the
+    ~22 ms synchronous veth deletion (NOTES: measured here). Scans /proc (~1 ms).
+    """
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    target = (st.st_dev, st.st_ino)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            pst = os.stat("/proc/%s/ns/net" % pid)
+        except OSError:
+            continue
+        if (pst.st_dev, pst.st_ino) == target:
+            return True
+    return False

@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""In-engine benchmark of the foundation: network create/delete, attach/detach.
+
+Run from the collection root as root: ``.venv/bin/python bench/bench_engine.py
+[--firewall none|nftables|iptables] [--runs 50]``. Everything happens inside a throwaway
+simulated host (a network namespace), never on the real host. Prints one JSON object,
+then a table. Targets (issue 2): create <= 20 ms, attach <= 15 ms, detach <= 15 ms,
+100 serial attaches <= 2 s with no growth from #1 to #100, fill a /16 <= 1 s.
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "tests"))
+import conftest  # noqa: E402,F401  (makes ansible_collections.cnm.core importable)
+from harness import SimHost, in_netns  # noqa: E402
+
+from ansible_collections.cnm.core.plugins.module_utils.controller import Engine  # noqa: E402
+
+
+def ms(seconds):
+    return round(seconds * 1000, 2)
+
+
+def stats(samples):
+    s = sorted(samples)
+    return {"median_ms": ms(statistics.median(s)),
+            "p90_ms": ms(s[min(len(s) - 1, int(len(s) * 0.9))]), "n": len(s)}
+
+
+class Bench:
+    def __init__(self, host, firewall):
+        self.host = host
+        self.firewall = firewall
+
+    def call(self, verb, **params):
+        engine = Engine(state_dir=self.host.state_dir, run_dir=self.host.run_dir,
+                        netns_dir=self.host.netns_dir, firewall_backend=self.firewall)
+        start = time.perf_counter()
+        getattr(engine, verb)(params)
+        return time.perf_counter() - start
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--firewall", default="none")
+    ap.add_argument("--runs", type=int, default=50)
+    args = ap.parse_args()
+    out = {"firewall": args.firewall}
+    host = SimHost("bench")
+    try:
+        with in_netns(host.path):
+            b = Bench(host, args.firewall)
+            b.call("network", name="warmup")  # imports, store creation
+            b.call("network", name="warmup", state="absent")
+            create, delete = [], []
+            for i in range(args.runs):
+                create.append(b.call("network", name="n%d" % i,
+                                     ipam={"config": [{"subnet": "10.200.%d.0/24" % i}]}))
+            for i in range(args.runs):
+                delete.append(b.call("network", name="n%d" % i, state="absent"))
+            out["network_create"] = stats(create)
+            out["network_delete"] = stats(delete)
+
+            b.call("network", name="app", ipam={"config": [{"subnet": "10.201.0.0/16"}]})
+            attach, detach = [], []
+            for i in range(args.runs):
+                attach.append(b.call("endpoint", network="app", sandbox="s%d" % i))
+            for i in range(args.runs):
+                detach.append(b.call("endpoint", network="app", sandbox="s%d" % i,
+                                     state="absent"))
+            out["attach"] = stats(attach)
+            out["detach"] = stats(detach)
+
+            serial = []
+            for i in range(100):
+                serial.append(b.call("endpoint", network="app", sandbox="t%d" % i))
+            out["attach_100_serial"] = {
+                "total_s": round(sum(serial), 3),
+                "median_1_10_ms": ms(statistics.median(serial[:10])),
+                "median_91_100_ms": ms(statistics.median(serial[90:])),
+            }
+            b.call("network", name="app", state="absent", force=True)
+
+            empty = [b.call("network", name="e%d" % i) for i in range(10)]
+            for i in range(10):
+                b.call("network", name="e%d" % i, state="absent")
+            for i in range(50):  # Docker's default pools hold 31 networks: be explicit
+                b.call("network", name="bg%d" % i,
+                       ipam={"config": [{"subnet": "10.202.%d.0/24" % i}]})
+            full = [b.call("network", name="f%d" % i) for i in range(10)]
+            out["network_create_0_vs_50_existing"] = {
+                "with_0_median_ms": ms(statistics.median(empty)),
+                "with_50_median_ms": ms(statistics.median(full))}
+    finally:
+        host.close()
+
+    from ansible_collections.cnm.core.plugins.module_utils.ipam.allocator import (
+        AddressAllocator)
+    from ansible_collections.cnm.core.plugins.module_utils.ipam.config import (
+        parse_ipam_config)
+    allocator = AddressAllocator(parse_ipam_config([{"subnet": "10.7.0.0/16"}], False)[0])
+    start = time.perf_counter()
+    n = 0
+    while allocator.free_count():
+        allocator.allocate()
+        n += 1
+    out["ipam_fill_16"] = {"addresses": n, "seconds": round(time.perf_counter() - start, 3)}
+
+    print(json.dumps(out, indent=2))
+    rows = [("network create", out["network_create"]["median_ms"], out["network_create"]["p90_ms"], "<= 20 ms"),
+            ("network delete", out["network_delete"]["median_ms"], out["network_delete"]["p90_ms"], ""),
+            ("attach", out["attach"]["median_ms"], out["attach"]["p90_ms"], "<= 15 ms"),
+            ("detach", out["detach"]["median_ms"], out["detach"]["p90_ms"], "<= 15 ms")]
+    print("\n%-18s %10s %10s  %s" % ("operation", "median ms", "p90 ms", "target"))
+    for r in rows:
+        print("%-18s %10s %10s  %s" % r)
+    s = out["attach_100_serial"]
+    print("100 serial attaches: %.3f s total (target <= 2 s); median #1-10 %s ms, #91-100 %s ms"
+          % (s["total_s"], s["median_1_10_ms"], s["median_91_100_ms"]))
+    c = out["network_create_0_vs_50_existing"]
+    print("network create with 0 / 50 existing networks: %s / %s ms"
+          % (c["with_0_median_ms"], c["with_50_median_ms"]))
+    print("IPAM fill a /16: %s s (target <= 1 s)" % out["ipam_fill_16"]["seconds"])
+
+
+if __name__ == "__main__":
+    main()
