@@ -168,3 +168,36 @@ def test_kill_9_in_the_middle_of_an_attach_leaks_nothing(host, point):
     assert host.ping(eng.endpoint(network="app", sandbox="victim").data["endpoint"]
                      ["IPAddress"], sandbox="keeper")
     assert kernel_state(host)  # readable
+
+
+def test_subnet_change_needs_force_then_rebuilds_and_reattaches(host):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.86.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="a", aliases=["alpha"], mac_address="02:00:00:00:00:0a")
+    eng.endpoint(network="app", sandbox="b")
+    with pytest.raises(CnmError, match="force"):
+        eng.network(name="app", ipam={"config": [{"subnet": "10.87.0.0/24"}]})
+    res = eng.network(name="app", ipam={"config": [{"subnet": "10.87.0.0/24"}]}, force=True)
+    assert res.changed
+    containers = res.data["network"]["Containers"].values()
+    assert sorted(c["IPv4Address"].split("/")[0] for c in containers) == ["10.87.0.2",
+                                                                           "10.87.0.3"]
+    a = eng.endpoint(network="app", sandbox="a")
+    assert not a.changed
+    assert a.data["endpoint"]["Aliases"] == ["alpha"]
+    assert a.data["endpoint"]["MacAddress"] == "02:00:00:00:00:0a"
+    b_ip = eng.endpoint(network="app", sandbox="b").data["endpoint"]["IPAddress"]
+    assert host.ping(b_ip, sandbox="a")
+
+
+def test_mtu_changes_in_place(host):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.88.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="a")
+    res = eng.network(name="app", driver_options={"com.docker.network.driver.mtu": 1400})
+    assert res.changed
+    bridge = "br-" + res.data["network"]["Id"][:12]
+    assert host.ip_json("link show dev %s" % bridge)[0]["mtu"] == 1400
+    assert host.ip_json("link show dev eth0", sandbox="a")[0]["mtu"] == 1400
+    assert not eng.network(name="app",
+                           driver_options={"com.docker.network.driver.mtu": "1400"}).changed
