@@ -1,0 +1,160 @@
+# cnm.core: build, test and demo targets. Run as root on Debian 12 (CI: .ci/run).
+#
+#   make demo   build a simulated host (network namespace) and run playbooks/demo.yml on it
+#   make test   deps, then unit, integration, modules, sanity and molecule tests
+#
+# Nothing here touches the real host's network: tests and the demo work inside
+# throwaway network namespaces.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+REPO := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+VENV := $(REPO)/.venv
+PY := $(VENV)/bin/python
+PYTEST := $(VENV)/bin/pytest
+PYTHON ?= python3
+REQUIREMENTS_STAMP := $(VENV)/.requirements.stamp
+COLLECTION_LINK := $(REPO)/build/collections/ansible_collections/cnm/core
+# ansible-test bootstraps pip in its venvs with this cached get-pip.py (see the script).
+GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+
+APT_PACKAGES := iproute2 iptables nftables python3-nftables util-linux iputils-ping \
+	bind9-dnsutils dnsperf conntrack procps netcat-openbsd socat curl
+
+# Passed through to pytest / ansible-test, e.g. make unit PYTEST_ARGS="-k ipam -x"
+PYTEST_ARGS ?=
+SANITY_ARGS ?=
+
+export PATH := $(VENV)/bin:$(PATH)
+# Molecule and ansible resolve cnm.core from this checkout, never from an installed copy.
+export ANSIBLE_COLLECTIONS_PATH := $(REPO)/build/collections
+
+.PHONY: help deps unit integration modules sanity molecule test demo demo-clean bench \
+	golden clean distclean
+
+help:
+	@echo "targets: deps unit integration modules sanity molecule test demo demo-clean"
+	@echo "         bench golden clean distclean"
+
+# Idempotent and fast (~0.3 s) when everything is in place already. Debian's own python3
+# needs python3-venv (ensurepip) to create the venv; pyenv's Python has it built in.
+deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" = "ii " ] || missing="$$missing $$p"; \
+	done; \
+	if ! [ -x $(PY) ]; then \
+	  if ! $(PYTHON) -c 'import ensurepip' 2>/dev/null || { \
+	       [ "$$($(PYTHON) -c 'import sys; print(sys.base_prefix)')" = /usr ] && \
+	       [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' python3-venv 2>/dev/null)" != "ii " ]; }; then \
+	    missing="$$missing python3-venv"; \
+	  fi; \
+	fi; \
+	command -v git >/dev/null || missing="$$missing git"; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@if ! [ -x $(PY) ] || ! $(PY) -c 'import sys' 2>/dev/null; then \
+	  echo "deps: creating $(VENV)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); rm -f $(REQUIREMENTS_STAMP); \
+	fi
+	@if ! [ -f $(REQUIREMENTS_STAMP) ] || [ $(REPO)/requirements.txt -nt $(REQUIREMENTS_STAMP) ]; then \
+	  echo "deps: pip install -r requirements.txt"; \
+	  $(PY) -m pip install -q --disable-pip-version-check -r $(REPO)/requirements.txt; \
+	  touch $(REQUIREMENTS_STAMP); \
+	fi
+	@site=$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	[ -e "$$site/nftables" ] || ln -sfn /usr/lib/python3/dist-packages/nftables "$$site/nftables"
+	@mkdir -p $(dir $(COLLECTION_LINK)); \
+	[ -L $(COLLECTION_LINK) ] || ln -sfn ../../../.. $(COLLECTION_LINK)
+	@cmp -s $(REPO)/scripts/get_pip_standin.py $(GET_PIP_CACHE) || \
+	  install -D -m 0644 $(REPO)/scripts/get_pip_standin.py $(GET_PIP_CACHE)
+
+# pytest over one directory; exit 5 ("no tests collected") is not a failure.
+define run_pytest
+	@cd $(REPO); \
+	if [ -d $(1) ]; then \
+	  rc=0; $(2) $(PYTEST) $(1) $(PYTEST_ARGS) || rc=$$?; \
+	  if [ $$rc -eq 5 ]; then echo "$(1): no tests collected"; rc=0; fi; \
+	  exit $$rc; \
+	else \
+	  echo "$(1): no such directory yet, nothing to run"; \
+	fi
+endef
+
+unit: deps
+	$(call run_pytest,tests/unit)
+
+integration: deps
+	$(call run_pytest,tests/integration)
+
+modules: deps
+	$(call run_pytest,tests/modules)
+
+# Regenerate the firewall golden files (tests/unit/golden/...); review the diff after.
+golden: PYTEST_ARGS += -k golden
+golden: deps
+	$(call run_pytest,tests/unit,CNM_UPDATE_GOLDEN=1)
+
+# ansible-test wants the collection at .../ansible_collections/cnm/core: copy the files
+# git knows (tracked, plus untracked but not ignored; ignored ones are dropped even when
+# tracked) into a temporary tree and run there. No --test selection: every sanity test
+# runs here; the only network they need is PyPI, for pip installs into ansible-test's
+# venvs (get-pip.py comes from the stand-in that deps installs).
+sanity: deps
+	@tmp=$$(mktemp -d /tmp/cnm-sanity.XXXXXX); trap 'rm -rf "$$tmp"' EXIT; \
+	dest=$$tmp/ansible_collections/cnm/core; mkdir -p $$dest; \
+	cd $(REPO); \
+	git -c core.quotePath=false ls-files --cached --others --exclude-standard > $$tmp/all; \
+	git check-ignore --no-index --stdin < $$tmp/all > $$tmp/ignored || true; \
+	grep -vxF -f $$tmp/ignored $$tmp/all \
+	  | while IFS= read -r f; do if [ -e "$$f" ] || [ -L "$$f" ]; then printf '%s\n' "$$f"; fi; done \
+	  > $$tmp/keep; \
+	tar -cf - --verbatim-files-from -T $$tmp/keep | tar -xf - -C $$dest; \
+	echo "sanity: $$(wc -l < $$tmp/keep) files in $$dest"; \
+	cd $$dest && ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS)
+
+# Molecule 26, default driver: the instance is a network namespace (molecule/default).
+# MOLECULE_GLOB: scenarios live in molecule/, not in Molecule 26's extensions/molecule/.
+molecule: deps
+	cd $(REPO) && MOLECULE_GLOB='molecule/*/molecule.yml' molecule test -s default
+
+# Everything CI runs. Each suite runs even when an earlier one failed; the exit status
+# is non-zero when any failed.
+test: deps
+	@failed=""; \
+	for t in unit integration modules sanity molecule; do \
+	  echo "=== make $$t ==="; start=$$SECONDS; \
+	  if $(MAKE) --no-print-directory -C $(REPO) $$t; then res=ok; else res=FAILED; failed="$$failed $$t"; fi; \
+	  echo "=== make $$t: $$res ($$((SECONDS - start)) s) ==="; \
+	done; \
+	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed"; exit 1; fi; \
+	echo "make test: all suites passed"
+
+demo: deps
+	cd $(REPO) && $(PY) scripts/demo.py
+
+demo-clean:
+	cd $(REPO) && $(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/demo.py --clean
+
+# Every bench/bench_*.py (or BENCH="bench/bench_ipam.py ..."), each in its own throwaway
+# namespace; the output (JSON, then a table) is kept in bench/results/<name>-<time>.out.
+BENCH ?= $(sort $(wildcard $(REPO)/bench/bench_*.py))
+bench: deps
+	@cd $(REPO); mkdir -p bench/results; stamp=$$(date +%Y%m%d-%H%M%S); failed=""; \
+	for b in $(BENCH); do \
+	  n=$$(basename $$b .py); echo "=== $$n ==="; \
+	  $(PY) $$b 2>&1 | tee bench/results/$$n-$$stamp.out || failed="$$failed $$n"; \
+	done; \
+	if [ -n "$$failed" ]; then echo "bench: FAILED:$$failed"; exit 1; fi
+
+clean:
+	rm -rf $(REPO)/build $(REPO)/tests/output $(REPO)/.pytest_cache
+	find $(REPO) -path $(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean demo-clean
+	rm -rf $(VENV)
