@@ -52,3 +52,41 @@ CHAIN_USER = "CNM-USER"
 DNS_LISTEN_ADDRESS = "127.0.0.11"
 DNS_PORT = 53
 DNS_TTL = 600
+
+# --- DNS (resolver) -------------------------------------------------------------------
+DNS_RESOLVER_DIR = "resolver"                 # under state_dir: the installed daemon
+DNS_RESOLVER_SCRIPT = "cnm_resolver.py"
+DNS_RUN_SUBDIR = "dns"                        # under run_dir: config, pidfile, log
+DNS_CONFIG_FILE = "config.json"
+DNS_PIDFILE = "resolver.pid"
+DNS_LOGFILE = "resolver.log"
+DNS_CONFIG_VERSION = 1
+DNS_UPSTREAM_TIMEOUT = 1.0                    # seconds per upstream try
+DNS_HOST_RESOLV_CONF = "/etc/resolv.conf"
+DNS_SYSTEMD_UNIT = "cnm-resolver.service"
+DNS_SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+DNS_SANDBOX_FILES_SUBDIR = "sandboxes"        # under run_dir: <name>/{hostname,hosts,resolv.conf}
+DNS_ETC_NETNS_DIR = "/etc/netns"              # where `ip netns exec` looks (default netns_dir only)
+
+# --- firewall (chains, sets and maps of our own; names shown by nft/iptables-save) ----
+# nftables: everything lives in table NFT_FAMILY NFT_TABLE; per-network chains are
+# "<prefix><network id[:12]>".
+NFT_CHAIN_FORWARD = "forward"
+NFT_CHAIN_PREROUTING = "prerouting"
+NFT_CHAIN_OUTPUT = "output"
+NFT_CHAIN_POSTROUTING = "postrouting"
+NFT_CHAIN_RAW = "prerouting-raw"
+NFT_NET_CHAIN_PREFIXES = ("fwd-out-", "fwd-in-", "post-", "raw-")
+# iptables: chains in filter/nat/raw of both families, jumped to from the built-in ones.
+IPT_CHAIN_FORWARD = "CNM-FORWARD"
+IPT_CHAIN_PUBLISHED = "CNM-PUB"
+IPT_CHAIN_ISOLATION = "CNM-ISOLATION"
+IPT_CHAIN_DNAT = "CNM-DNAT"
+IPT_CHAIN_POSTROUTING = "CNM-POSTROUTING"
+IPT_CHAIN_RAW = "CNM-RAW"
+IPT_NET_CHAIN_PREFIXES = ("CNM-FO-", "CNM-FI-", "CNM-PUB-", "CNM-DN-")
+PORT_PROTOCOLS = ("tcp", "udp", "sctp")
+# Ephemeral host ports come from this range (read per namespace; this is the fallback).
+SYSCTL_PORT_RANGE = "net/ipv4/ip_local_port_range"
+SYSCTL_RESERVED_PORTS = "net/ipv4/ip_local_reserved_ports"
+DEFAULT_EPHEMERAL_RANGE = (32768, 60999)
