@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """In-engine benchmark of the foundation: network create/delete, attach/detach.
 
 Run from the collection root as root: ``.venv/bin/python bench/bench_engine.py
@@ -16,7 +16,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-import conftest  # noqa: E402,F401  (makes ansible_collections.cnm.core importable)
+import conftest  # noqa: E402,F401 pylint: disable=unused-import
 from harness import SimHost, in_netns  # noqa: E402
 
 from ansible_collections.cnm.core.plugins.module_utils.controller import Engine  # noqa: E402

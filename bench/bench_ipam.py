@@ -1,4 +1,4 @@
-#!/usr/bin/env python3
+#!/usr/bin/env python
 """Benchmark the IPAM allocator: fill a /16 with allocate() (target: <= 1 s).
 
 Run from the collection root: ``.venv/bin/python bench/bench_ipam.py``. Prints one JSON

@@ -350,7 +350,7 @@ class Engine:
         missing = [f for f in wanted if f not in families]
         if not missing:
             return
-        in_use = [n for _, n in taken] + host_networks()
+        in_use = [subnet for dummy, subnet in taken] + host_networks()
         for family in missing:
             pools = C.DEFAULT_ADDRESS_POOLS if family == 4 else C.DEFAULT_ADDRESS_POOLS_V6
             subnet = choose_subnet(pools, in_use, family)
@@ -794,8 +794,8 @@ class Engine:
                                     % sb.name, field="sandbox")
             return
         other_nets = [self._network_by_id(e.network_id) for e in others]
-        if net.driver in ("host", "null") or any(n.driver in ("host", "null")
-                                                  for n in other_nets):
+        exclusive = ("host", "null")
+        if net.driver in exclusive or any(n.driver in exclusive for n in other_nets):
             raise ConflictError("sandbox %s is attached to %s; a sandbox on network host or "
                                 "none cannot join other networks"
                                 % (sb.name, ", ".join(n.name for n in other_nets)),
@@ -893,11 +893,9 @@ class Engine:
             if net.driver == "bridge":
                 ep.host_ifname = C.HOST_VETH_PREFIX + ep.id[:8]
         elif spec.get("ifname") or spec.get("ipv4") or spec.get("ipv6") or spec.get("mac"):
-            bad = [k for k in ("interface_name", "ipv4_address", "ipv6_address",
-                               "mac_address") if spec.get({"interface_name": "ifname",
-                                                          "ipv4_address": "ipv4",
-                                                          "ipv6_address": "ipv6",
-                                                          "mac_address": "mac"}[k])]
+            keys = {"interface_name": "ifname", "ipv4_address": "ipv4",
+                    "ipv6_address": "ipv6", "mac_address": "mac"}
+            bad = [option for option, key in keys.items() if spec.get(key)]
             raise ValidationError("is not supported on network %s (driver %s has no "
                                   "interface)" % (net.name, net.driver), field=bad[0])
         # validate the addresses before anything is made (a dry run on a copy)
@@ -1199,7 +1197,7 @@ class Engine:
                 nets = [n for n in nets if any(v in n.name for v in values)]
             elif key == "label":
                 def has(n, spec):
-                    k, _, v = str(spec).partition("=")
+                    k, dummy, v = str(spec).partition("=")
                     return k in n.labels and (not v or n.labels[k] == v)
                 nets = [n for n in nets if all(has(n, v) for v in values)]
             else:

@@ -22,13 +22,13 @@ class DifferenceTracker:
         return iter(self._items)
 
     def paths(self):
-        return [p for p, _, _ in self._items]
+        return [item[0] for item in self._items]
 
     def describe(self):
         """One line per difference, for action lists and error messages."""
         return ["%s: %r -> %r" % item for item in self._items]
 
     def as_diff(self):
-        before = {p: a for p, a, _ in self._items}
-        after = {p: d for p, _, d in self._items}
+        before = {path: active for path, active, desired in self._items}
+        after = {path: desired for path, active, desired in self._items}
         return {"before": before, "after": after}

@@ -36,6 +36,11 @@ class StoreError(CnmError):
     """The state database cannot be opened or has an unknown schema."""
 
 
+def _check_table(table):
+    if table not in TABLES:
+        raise ValueError("unknown table %r" % table)
+
+
 class Store:
     """The state database under ``state_dir``. Open with ``Store.open(state_dir)``."""
 
@@ -129,7 +134,7 @@ class Store:
     # -- documents -------------------------------------------------------------------
     def put(self, table, doc, **keys):
         """Insert or replace the document ``doc`` (a dict with ``id``) in ``table``."""
-        assert table in TABLES
+        _check_table(table)
         cols = ["id", "doc"] + sorted(keys)
         vals = [doc["id"], json.dumps(doc, sort_keys=True)] + [keys[k] for k in sorted(keys)]
         with self.transaction():
@@ -137,13 +142,13 @@ class Store:
                 table, ",".join(cols), ",".join("?" * len(cols))), vals)
 
     def delete(self, table, doc_id):
-        assert table in TABLES
+        _check_table(table)
         with self.transaction():
             self.conn.execute("DELETE FROM %s WHERE id=?" % table, (doc_id,))
 
     def get(self, table, doc_id=None, name=None):
         """The document with this id (or name), or None."""
-        assert table in TABLES
+        _check_table(table)
         if doc_id is not None:
             row = self.conn.execute("SELECT doc FROM %s WHERE id=?" % table,
                                     (doc_id,)).fetchone()
@@ -154,7 +159,7 @@ class Store:
 
     def all(self, table, where="", args=()):
         """Every document of ``table`` (optionally filtered by an SQL ``where``)."""
-        assert table in TABLES
+        _check_table(table)
         sql = "SELECT doc FROM %s %s ORDER BY rowid" % (table, ("WHERE " + where) if where else "")
         return [json.loads(r[0]) for r in self.conn.execute(sql, args)]
 

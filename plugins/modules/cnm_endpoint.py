@@ -17,7 +17,7 @@ description:
   - The sandbox is created when missing (a namespace at C(<netns_dir>/<sandbox>)); a
     sandbox made this way is removed again with its last endpoint.
   - A sandbox on V(host) shares the host's namespace; one on V(none) has only loopback.
-author: cnm.core contributors
+author: Cnm Core Maintainers (@cnm-core)
 extends_documentation_fragment:
   - cnm.core.common
   - cnm.core.common.attributes
@@ -39,7 +39,7 @@ options:
     description: Static IPv4 address; must be inside the subnet (and its ip_range) and free.
     type: str
   ipv6_address:
-    description: Static IPv6 address (the network needs O(ignore:cnm.core.cnm_network#module:enable_ipv6)).
+    description: Static IPv6 address (the network needs O(cnm.core.cnm_network#module:enable_ipv6)).
     type: str
   mac_address:
     description: Static MAC address; default C(02:42) followed by the IPv4 address bytes.

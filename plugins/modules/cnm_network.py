@@ -12,11 +12,11 @@ short_description: Manage Docker-style container networks without Docker
 version_added: 0.1.0
 description:
   - Creates, updates and removes networks of the Container Network Model (libnetwork's
-    CNM) on a Linux host: a bridge with its gateway address, IPAM pools, firewall rules.
+    CNM) on a Linux host - a bridge with its gateway address, IPAM pools, firewall rules.
   - Compares the store with the kernel on every run; a missing bridge, address or rule
     is reported in check mode and repaired by a real run.
   - The predefined networks V(host) and V(none) always exist and cannot be removed.
-author: cnm.core contributors
+author: Cnm Core Maintainers (@cnm-core)
 extends_documentation_fragment:
   - cnm.core.common
   - cnm.core.common.attributes

@@ -17,7 +17,7 @@ description:
     C(NetworkNamespacePath=), OCI runtime) lives in it.
   - O(state=absent) detaches its endpoints first, then removes the namespace.
   - A sandbox created by this module stays when its last endpoint is removed.
-author: cnm.core contributors
+author: Cnm Core Maintainers (@cnm-core)
 extends_documentation_fragment:
   - cnm.core.common
   - cnm.core.common.attributes

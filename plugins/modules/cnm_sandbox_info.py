@@ -13,7 +13,7 @@ version_added: 0.1.0
 description:
   - Returns every sandbox (or the one named) with its endpoints by network. A missing
     name is not an error - RV(exists) is V(false).
-author: cnm.core contributors
+author: Cnm Core Maintainers (@cnm-core)
 extends_documentation_fragment:
   - cnm.core.common
   - cnm.core.common.info_module

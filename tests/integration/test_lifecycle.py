@@ -180,8 +180,8 @@ def test_subnet_change_needs_force_then_rebuilds_and_reattaches(host):
     res = eng.network(name="app", ipam={"config": [{"subnet": "10.87.0.0/24"}]}, force=True)
     assert res.changed
     containers = res.data["network"]["Containers"].values()
-    assert sorted(c["IPv4Address"].split("/")[0] for c in containers) == ["10.87.0.2",
-                                                                           "10.87.0.3"]
+    addresses = sorted(c["IPv4Address"].split("/")[0] for c in containers)
+    assert addresses == ["10.87.0.2", "10.87.0.3"]
     a = eng.endpoint(network="app", sandbox="a")
     assert not a.changed
     assert a.data["endpoint"]["Aliases"] == ["alpha"]

@@ -118,10 +118,10 @@ def test_bad_input_fails_naming_the_field_and_changes_nothing(host):
     run_playbook(host, setup).assert_ok()
     before = snapshot(host)
     import yaml
-    tasks = [{"name": name, module: args, "ignore_errors": True} for name, module, args, _ in BAD]
+    tasks = [{"name": case[0], case[1]: case[2], "ignore_errors": True} for case in BAD]
     play = yaml.safe_dump([{"hosts": "all", "gather_facts": False, "tasks": tasks}])
     res = run_playbook(host, play)
-    for name, _, _, expected in BAD:
+    for name, dummy_module, dummy_args, expected in BAD:
         task = res.task(name)
         assert task.failed, name
         assert expected in task.msg, (name, task.msg)

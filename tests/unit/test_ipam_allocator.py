@@ -48,7 +48,7 @@ def test_released_address_is_not_reused_immediately():
 
 def test_walk_wraps_around_to_released_addresses_at_the_end():
     alloc = AddressAllocator(pool(subnet="10.1.0.0/29"))  # .2-.6 usable
-    got = [alloc.allocate() for _ in range(5)]
+    got = [alloc.allocate() for dummy in range(5)]
     assert got == [ip("10.1.0.%d" % n) for n in range(2, 7)]
     alloc.release("10.1.0.3")
     assert alloc.allocate() == ip("10.1.0.3")
@@ -69,12 +69,12 @@ def test_gateway_and_aux_addresses_are_skipped():
     p = pool(subnet="10.1.0.0/24", gateway="10.1.0.3", aux_addresses={"a": "10.1.0.1",
                                                                       "b": "10.1.0.4"})
     alloc = AddressAllocator(p)
-    assert [alloc.allocate() for _ in range(2)] == [ip("10.1.0.2"), ip("10.1.0.5")]
+    assert [alloc.allocate() for dummy in range(2)] == [ip("10.1.0.2"), ip("10.1.0.5")]
 
 
 def test_ip_range_limits_dynamic_addresses():
     alloc = AddressAllocator(pool(subnet="10.1.0.0/24", ip_range="10.1.0.128/30"))
-    assert [alloc.allocate() for _ in range(4)] == [ip("10.1.0.%d" % n) for n in range(128, 132)]
+    assert [alloc.allocate() for dummy in range(4)] == [ip("10.1.0.%d" % n) for n in range(128, 132)]
     with pytest.raises(PoolExhaustedError) as info:
         alloc.allocate()
     assert "10.1.0.128/30" in str(info.value)
@@ -82,8 +82,8 @@ def test_ip_range_limits_dynamic_addresses():
 
 def test_ip_range_at_the_end_of_the_subnet_skips_the_broadcast():
     alloc = AddressAllocator(pool(subnet="10.1.0.0/24", ip_range="10.1.0.252/30"))
-    assert [alloc.allocate() for _ in range(3)] == [ip("10.1.0.252"), ip("10.1.0.253"),
-                                                    ip("10.1.0.254")]
+    got = [alloc.allocate() for dummy in range(3)]
+    assert got == [ip("10.1.0.252"), ip("10.1.0.253"), ip("10.1.0.254")]
     with pytest.raises(PoolExhaustedError):
         alloc.allocate()
 
@@ -96,7 +96,7 @@ def test_last_outside_a_changed_ip_range_restarts_at_the_range_start():
 
 def test_fill_a_24_completely_then_pool_exhausted():
     alloc = AddressAllocator(pool(subnet="10.1.0.0/24"))
-    got = {alloc.allocate() for _ in range(253)}  # 256 - network - broadcast - gateway
+    got = {alloc.allocate() for dummy in range(253)}  # 256 - network - broadcast - gateway
     assert len(got) == 253
     assert ip("10.1.0.0") not in got and ip("10.1.0.1") not in got
     assert ip("10.1.0.255") not in got
@@ -108,7 +108,7 @@ def test_fill_a_24_completely_then_pool_exhausted():
 
 def test_full_pool_with_a_released_address_hands_out_only_that_one():
     alloc = AddressAllocator(pool(subnet="10.1.0.0/24"))
-    for _ in range(253):
+    for dummy in range(253):
         alloc.allocate()
     alloc.release("10.1.0.77")
     assert alloc.allocate() == ip("10.1.0.77")
@@ -118,7 +118,7 @@ def test_full_pool_with_a_released_address_hands_out_only_that_one():
 
 def test_fill_a_16_sequentially():
     alloc = AddressAllocator(pool(subnet="10.7.0.0/16"))
-    for _ in range(65533):
+    for dummy in range(65533):
         alloc.allocate()
     assert alloc.last == ip("10.7.255.254")
     with pytest.raises(PoolExhaustedError):

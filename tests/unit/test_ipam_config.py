@@ -73,7 +73,7 @@ def test_ipv6_spellings_normalise_equal():
 def test_aux_addresses_are_sorted_by_name_whatever_the_input_order():
     pool = parse_one({"subnet": "10.1.0.0/24",
                       "aux_addresses": {"zeta": "10.1.0.9", "alpha": "10.1.0.8"}})
-    assert [name for name, _ in pool.aux_addresses] == ["alpha", "zeta"]
+    assert [aux[0] for aux in pool.aux_addresses] == ["alpha", "zeta"]
     assert pool == parse_one({"subnet": "10.1.0.0/24",
                               "aux_addresses": {"alpha": "10.1.0.8", "zeta": "10.1.0.9"}})
 

@@ -22,7 +22,7 @@ def test_mac_from_ip_refuses_ipv6():
 
 
 def test_generated_macs_are_local_unicast_and_valid():
-    macs = {generate_mac() for _ in range(200)}
+    macs = {generate_mac() for dummy in range(200)}
     assert len(macs) > 190
     for mac in macs:
         first = int(mac[:2], 16)

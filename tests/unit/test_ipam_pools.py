@@ -36,7 +36,7 @@ def test_twenty_networks_get_distinct_subnets_around_a_host_route():
     # The host has a route to 172.20.0.0/14 (covers 172.20-23) and an address in 192.168.0.0/24.
     host = [net("172.20.0.0/14"), ipaddress.ip_interface("192.168.0.7/24")]
     chosen = []
-    for _ in range(20):
+    for dummy in range(20):
         chosen.append(choose_subnet(DEFAULT_ADDRESS_POOLS, host + chosen))
     assert len(set(chosen)) == 20
     for a in chosen:

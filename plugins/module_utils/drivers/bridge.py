@@ -156,15 +156,15 @@ class BridgeDriver(Driver):
         inside = netlink.sandbox(sandbox.netns_path)
         slink = inside.link(endpoint.ifname)
         if slink is None:
-            drift.append("interface %s is missing in sandbox %s" % (endpoint.ifname,
-                                                                  sandbox.name))
+            drift.append("interface %s is missing in sandbox %s"
+                         % (endpoint.ifname, sandbox.name))
             return drift
         if not slink["up"]:
-            drift.append("interface %s in sandbox %s is down" % (endpoint.ifname,
-                                                               sandbox.name))
+            drift.append("interface %s in sandbox %s is down"
+                         % (endpoint.ifname, sandbox.name))
         if endpoint.mac and slink["mac"] != endpoint.mac:
-            drift.append("mac of %s is %s, not %s" % (endpoint.ifname, slink["mac"],
-                                                     endpoint.mac))
+            drift.append("mac of %s is %s, not %s"
+                         % (endpoint.ifname, slink["mac"], endpoint.mac))
         have = inside.addresses(slink["index"])
         for cidr in sorted(_endpoint_cidrs(endpoint) - have):
             drift.append("address %s is missing on %s in sandbox %s"

@@ -32,8 +32,8 @@ class MacvlanDriver(Driver):
             raise ValidationError("interface %r does not exist on the host" % parent,
                                   field="driver_options.parent")
         if self._mode(network) not in self.modes:
-            raise ValidationError("%r is not one of %s" % (self._mode(network),
-                                                            ", ".join(self.modes)),
+            raise ValidationError("%r is not one of %s"
+                                  % (self._mode(network), ", ".join(self.modes)),
                                   field="driver_options.%s" % self.mode_option)
 
     def network_drift(self, network, netlink):
@@ -84,8 +84,8 @@ class MacvlanDriver(Driver):
         inside = netlink.sandbox(sandbox.netns_path)
         slink = inside.link(endpoint.ifname)
         if slink is None:
-            return ["interface %s is missing in sandbox %s" % (endpoint.ifname,
-                                                             sandbox.name)]
+            return ["interface %s is missing in sandbox %s"
+                    % (endpoint.ifname, sandbox.name)]
         have = inside.addresses(slink["index"])
         return ["address %s is missing on %s" % (c, endpoint.ifname)
                 for c in (endpoint.ipv4, endpoint.ipv6) if c and c not in have]

@@ -36,7 +36,7 @@ class AddressAllocator:
         self._hi = int(walk.broadcast_address)
 
         reserved = {int(pool.gateway)}
-        reserved.update(int(ip) for _, ip in pool.aux_addresses)
+        reserved.update(int(ip) for dummy, ip in pool.aux_addresses)
         # The network address is the IPv4 network / IPv6 subnet-router anycast address.
         reserved.add(int(self._subnet.network_address))
         if self._has_broadcast():
