@@ -110,6 +110,7 @@ class Engine:
         self._ensure_predefined()
         if not self.check_mode:
             self._recover()
+            self._revive_resolver()
 
     def _close(self):
         if self.netlink:
@@ -124,6 +125,14 @@ class Engine:
             return func(*args)
         finally:
             self._close()
+
+    def _revive_resolver(self):
+        """The resolver died (kill -9, reboot): the next module run starts it again."""
+        from . import dns_sync
+        try:
+            dns_sync.ensure_running(self)
+        except CnmError:
+            pass  # reported by the operation's own DNS sync, if it has one
 
     def _ensure_predefined(self):
         for name in PREDEFINED:
@@ -239,10 +248,11 @@ class Engine:
         rules = self._firewall_rules(net)
         return self.firewall.check(rules)
 
-    def _sync_dns(self):
-        """Rewrite the resolver configuration from the store; start it when needed."""
+    def _sync_dns(self, sandboxes=()):
+        """Rewrite the resolver configuration from the store (starting the resolver when
+        a sandbox needs it) and the name files of ``sandboxes``."""
         from . import dns_sync
-        dns_sync.sync(self)
+        return dns_sync.sync(self, sandboxes)
 
     # ------------------------------------------------------------------------------
     # networks
@@ -558,10 +568,14 @@ class Engine:
         if self.check_mode:
             return result
         errors = []
+        touched = []
         for ep in endpoints:
-            errors += self._detach(net, self._sandbox_by_id(ep.sandbox_id), ep)
+            sb = self._sandbox_by_id(ep.sandbox_id)
+            errors += self._detach(net, sb, ep)
+            if sb is not None:
+                touched.append(sb)
         errors += self._drop_network(net, best_effort=True)
-        self._sync_dns_safely(result)
+        self._sync_dns_safely(result, *touched)
         if errors:
             result.warnings.extend(errors)
         return result
@@ -618,7 +632,7 @@ class Engine:
             result.data["sandbox"] = after
             if not self.check_mode:
                 self._create_sandbox(sb, Undo())
-                self._sync_dns_safely(result)
+                self._sync_dns_safely(result, sb)
                 result.data["sandbox"] = self._inspect_sandbox(sb)
             return result
         diff = DifferenceTracker()
@@ -642,7 +656,7 @@ class Engine:
         self._save_sandbox(sb)
         if not namespace.is_netns(sb.netns_path):
             self._repair_sandbox(sb)
-        self._sync_dns_safely(result)
+        self._sync_dns_safely(result, sb)
         result.data["sandbox"] = self._inspect_sandbox(sb)
         return result
 
@@ -707,18 +721,13 @@ class Engine:
                                           best_effort=True, interfaces=not with_namespace)
         self._drop_sandbox_namespace(sb)
         self.store.delete("sandboxes", sb.id)
+        from . import dns_sync
+        from .dns import files as dns_files
         try:
-            from .dns import files as dns_files
-            dns_files.remove_sandbox_files(self._sandbox_file_dirs(sb))
-        except Exception:  # files are secondary; never block a removal on them
-            pass
+            dns_files.remove_sandbox_files(dns_sync.file_dirs(self, sb))
+        except OSError as exc:
+            errors.append("remove name files of %s: %s" % (sb.name, exc))
         return errors
-
-    def _sandbox_file_dirs(self, sb):
-        dirs = [os.path.join(self.run_dir, "sandboxes", sb.name)]
-        if os.path.abspath(self.netns_dir) == C.DEFAULT_NETNS_DIR:
-            dirs.append(os.path.join("/etc/netns", sb.name))
-        return dirs
 
     # ------------------------------------------------------------------------------
     # endpoints
@@ -769,7 +778,7 @@ class Engine:
                             data={"endpoint": None})
             if not self.check_mode:
                 result.warnings.extend(self._detach(net, sb, ep))
-                self._sync_dns_safely(result)
+                self._sync_dns_safely(result, sb)
             return result
         if net is None:
             if self.check_mode:
@@ -947,7 +956,7 @@ class Engine:
         except BaseException:
             undo.run()
             raise
-        self._sync_dns_safely(result)
+        self._sync_dns_safely(result, sb)
         return result
 
     def _update_endpoint(self, net, sb, ep, spec):
@@ -1038,7 +1047,7 @@ class Engine:
         self._sync_routes(sb)
         if readdress and net.driver == "bridge":
             self._sync_firewall(net)
-        self._sync_dns_safely(result)
+        self._sync_dns_safely(result, sb)
         result.data["endpoint"] = shape.endpoint(ep, net, sb)
         return result
 
@@ -1165,11 +1174,13 @@ class Engine:
     # ------------------------------------------------------------------------------
     # DNS
     # ------------------------------------------------------------------------------
-    def _sync_dns_safely(self, result):
+    def _sync_dns_safely(self, result, *sandboxes):
+        """DNS follows the network change; a DNS failure is a warning, not a failed
+        network operation (the links and addresses are in place and stay)."""
         try:
-            self._sync_dns()
-        except ImportError:
-            pass
+            self._sync_dns(sandboxes)
+        except CnmError as exc:
+            result.warnings.append("DNS: %s" % exc)
 
     # ------------------------------------------------------------------------------
     # info
@@ -1217,3 +1228,107 @@ class Engine:
             sbs = [s for s in sbs if s.name == params["name"]]
         out = [self._inspect_sandbox(s) for s in sbs]
         return Result(data={"exists": bool(out), "sandboxes": out})
+
+    # ------------------------------------------------------------------------------
+    # DNS (cnm_dns)
+    # ------------------------------------------------------------------------------
+    def dns(self, params):
+        """cnm_dns: the host resolver (``resolver``, ``upstreams``, ``ttl``) and/or one
+        sandbox's name settings (``nameservers``, ``search``, ``options``, ``hostname``,
+        ``domainname``, ``extra_hosts``). Validates everything before writing anything;
+        the diff holds the settings and the files before/after."""
+        from .dns import files
+        resolver = {}
+        if params.get("resolver") is not None:
+            if params["resolver"] not in ("started", "stopped"):
+                raise ValidationError("must be started or stopped", field="resolver")
+            resolver["state"] = params["resolver"]
+        if params.get("upstreams") is not None:
+            resolver["upstreams"] = files.validate_upstreams(params["upstreams"])
+        if params.get("ttl") is not None:
+            resolver["ttl"] = V.integer(params["ttl"], "ttl", 0, 2147483647)
+        sandbox = None
+        settings = {}
+        if params.get("sandbox") is not None:
+            sandbox = V.object_name(params["sandbox"], "sandbox", "sandbox")
+            if params.get("nameservers") is not None:
+                settings["nameservers"] = files.validate_nameservers(params["nameservers"])
+            if params.get("search") is not None:
+                settings["search"] = files.validate_search(params["search"])
+            if params.get("options") is not None:
+                settings["options"] = files.validate_options(params["options"])
+            for key in ("hostname", "domainname"):
+                if params.get(key) is not None:
+                    settings[key] = files.validate_name(params[key], key)
+            if params.get("extra_hosts") is not None:
+                settings["extra_hosts"] = [list(e) for e in
+                                           files.parse_extra_hosts(params["extra_hosts"])]
+            if params.get("sandbox_upstreams") is not None:
+                settings["upstreams"] = files.validate_upstreams(
+                    params["sandbox_upstreams"], "sandbox_upstreams")
+        else:
+            for key in ("nameservers", "search", "options", "hostname", "domainname",
+                        "extra_hosts", "sandbox_upstreams"):
+                if params.get(key) is not None:
+                    raise ValidationError("needs sandbox", field=key)
+        return self._run(self._dns_op, resolver, sandbox, settings)
+
+    def _dns_op(self, resolver, sandbox, settings):
+        from . import dns_sync
+        from .dns import service
+        diff = DifferenceTracker()
+        current = dns_sync.resolver_settings(self.store)
+        wanted = dict(current, **resolver)
+        for key in sorted(resolver):
+            if current.get(key) != wanted[key]:
+                diff.add("resolver.%s" % key, current.get(key), wanted[key])
+        status = service.resolver_status(self.run_dir)
+        needed = bool(dns_sync.build_config(self.store)["sandboxes"])
+        if wanted.get("state", "started") == "started" and needed and not status["running"]:
+            diff.add("resolver.running", False, True)
+        if wanted.get("state") == "stopped" and status["running"]:
+            diff.add("resolver.running", True, False)
+        sb = None
+        files_before, files_after = {}, {}
+        if sandbox is not None:
+            sb = self._sandbox(sandbox)
+            if sb is None:
+                raise NotFoundError("sandbox %s does not exist" % sandbox, field="sandbox")
+            want_dns = dict(sb.dns, **settings)
+            for key in sorted(settings):
+                if sb.dns.get(key) != want_dns[key]:
+                    diff.add("sandbox.%s" % key, sb.dns.get(key), want_dns[key])
+            if sb.mode == "own":
+                rendered = dns_sync.render_files(self, dataclasses.replace(sb, dns=want_dns))
+                for directory in dns_sync.file_dirs(self, sb):
+                    for name, content in sorted(rendered.items()):
+                        path = os.path.join(directory, name)
+                        try:
+                            with open(path) as fh:
+                                old = fh.read()
+                        except OSError:
+                            old = None
+                        if old != content:
+                            files_before[path] = old
+                            files_after[path] = content
+        result = Result(changed=bool(diff or files_after))
+        result.actions = diff.describe() + ["write %s" % p for p in sorted(files_after)]
+        result.diff = diff.as_diff()
+        result.diff["before"].update({"file:" + p: c for p, c in files_before.items()})
+        result.diff["after"].update({"file:" + p: c for p, c in files_after.items()})
+        if result.changed and not self.check_mode:
+            if resolver:
+                self.store.set_setting("resolver", wanted)
+            if sb is not None and settings:
+                sb.dns = dict(sb.dns, **settings)
+                self._save_sandbox(sb)
+            if wanted.get("state") == "stopped":
+                service.stop_resolver(self.run_dir)
+            self._sync_dns(tuple(s for s in (sb,) if s is not None))
+        status = service.resolver_status(self.run_dir)
+        result.data["resolver"] = dict(wanted, running=status["running"], pid=status["pid"])
+        if sb is not None:
+            sb = self._sandbox(sandbox)
+            result.data["sandbox"] = {"name": sb.name, "dns": dict(sb.dns),
+                                      "files": dns_sync.file_dirs(self, sb)}
+        return result

@@ -163,6 +163,18 @@ class Store:
         sql = "SELECT doc FROM %s %s ORDER BY rowid" % (table, ("WHERE " + where) if where else "")
         return [json.loads(r[0]) for r in self.conn.execute(sql, args)]
 
+    # -- settings -------------------------------------------------------------------
+    def get_setting(self, key, default=None):
+        """A JSON setting (e.g. the resolver's upstreams) or ``default``."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?",
+                                ("setting:" + key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    def set_setting(self, key, value):
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              ("setting:" + key, json.dumps(value, sort_keys=True)))
+
     # -- IPAM allocations --------------------------------------------------------------
     def allocations(self, network_id):
         """{address: owner} of every address allocated in network ``network_id``."""

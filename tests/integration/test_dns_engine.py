@@ -1,0 +1,92 @@
+"""The embedded DNS as users meet it: sandboxes made by the engine, real dig/getent."""
+import os
+import signal
+import time
+
+import pytest
+
+from engine_helpers import HostEngine
+from harness import eventually
+from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
+
+
+def dig(host, sandbox, *args):
+    proc = host.sandbox_run(sandbox, ["dig", "+short", "+time=2", "+tries=1",
+                                      "@127.0.0.11"] + list(args), check=False)
+    return proc.stdout.split()
+
+
+@pytest.fixture
+def app(host):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.60.0.0/24"}]})
+    eng.network(name="admin", ipam={"config": [{"subnet": "10.61.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="web", ipv4_address="10.60.0.10", aliases=["www"])
+    eng.endpoint(network="app", sandbox="db", ipv4_address="10.60.0.20")
+    eng.endpoint(network="app", sandbox="client")
+    eng.endpoint(network="admin", sandbox="other")
+    return eng
+
+
+def test_names_aliases_and_ptr_resolve_only_on_shared_networks(host, app):
+    assert dig(host, "client", "web") == ["10.60.0.10"]
+    assert dig(host, "client", "web.app") == ["10.60.0.10"]
+    assert dig(host, "client", "WWW") == ["10.60.0.10"]
+    assert dig(host, "client", "-x", "10.60.0.10") == ["web.app."]
+    assert dig(host, "other", "web") == []
+    resolv = os.path.join(host.run_dir, "sandboxes", "client", "resolv.conf")
+    text = open(resolv).read()
+    assert "nameserver 127.0.0.11" in text and "ndots:0" in text
+    out = host.sandbox_run("client", ["unshare", "--mount", "sh", "-c",
+                                      "mount --bind %s /etc/resolv.conf && getent hosts db"
+                                      % resolv]).stdout
+    assert out.split()[0] == "10.60.0.20"
+
+
+def test_removed_endpoint_stops_resolving_with_the_same_resolver(host, app):
+    pid_before = app.dns().data["resolver"]["pid"]
+    app.endpoint(network="app", sandbox="db", state="absent")
+    assert eventually(lambda: dig(host, "client", "db") == [], timeout=1.0)
+    assert app.dns().data["resolver"]["pid"] == pid_before
+
+
+def test_killed_resolver_is_restarted_by_the_next_run(host, app):
+    pid = app.dns().data["resolver"]["pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.1)
+    app.network(name="app", ipam={"config": [{"subnet": "10.60.0.0/24"}]})
+    new_pid = app.dns().data["resolver"]["pid"]
+    assert new_pid and new_pid != pid
+    assert dig(host, "client", "web") == ["10.60.0.10"]
+
+
+def test_dns_settings_change_the_sandbox_files(host, app):
+    res = app.dns(sandbox="client", hostname="client01", extra_hosts=["legacy:10.9.9.9"],
+                  search=["example.test"])
+    assert res.changed
+    hosts = open(os.path.join(host.run_dir, "sandboxes", "client", "hosts")).read()
+    assert "10.9.9.9\tlegacy" in hosts or "10.9.9.9 legacy" in hosts
+    assert not app.dns(sandbox="client", hostname="client01",
+                       extra_hosts=["legacy:10.9.9.9"], search=["example.test"]).changed
+    assert dig(host, "web", "client01") != []
+
+
+@pytest.mark.parametrize("params,field", [
+    ({"upstreams": ["not-an-ip"]}, "upstreams"),
+    ({"sandbox": "client", "extra_hosts": ["nohostip"]}, "extra_hosts"),
+    ({"sandbox": "client", "hostname": "bad name"}, "hostname"),
+])
+def test_bad_dns_input_names_the_field_and_writes_nothing(host, app, params, field):
+    before = {f: open(os.path.join(host.run_dir, "sandboxes", "client", f)).read()
+              for f in ("hosts", "resolv.conf")}
+    with pytest.raises(CnmError) as err:
+        app.dns(**params)
+    assert field in str(err.value)
+    after = {f: open(os.path.join(host.run_dir, "sandboxes", "client", f)).read()
+             for f in ("hosts", "resolv.conf")}
+    assert before == after
+
+
+def test_alias_with_spaces_is_refused(host, app):
+    with pytest.raises(CnmError, match="aliases"):
+        app.endpoint(network="app", sandbox="x", aliases=["bad alias"])
