@@ -219,7 +219,7 @@ class Engine:
             endpoints = self._endpoints(network_id=net.id)
         ports = []
         for ep in endpoints:
-            ports.extend(PortMapping(**p) for p in ep.ports)
+            ports.extend(PortMapping.from_dict(p) for p in ep.ports)
         subnets = tuple(p["subnet"] for p in net.pools)
         return NetworkRules(
             network_id=net.id, bridge=net.bridge, subnets=subnets,
@@ -1332,3 +1332,129 @@ class Engine:
             result.data["sandbox"] = {"name": sb.name, "dns": dict(sb.dns),
                                       "files": dns_sync.file_dirs(self, sb)}
         return result
+
+    # ------------------------------------------------------------------------------
+    # published ports (cnm_port_mapping)
+    # ------------------------------------------------------------------------------
+    def port_mapping(self, params):
+        """cnm_port_mapping: publish (or withdraw) ports of a sandbox's endpoint.
+
+        ``ports`` are validated first; host ports are chosen (ephemeral ones from
+        ip_local_port_range, stable across runs) and checked against every other
+        sandbox's mappings and host sockets before the firewall changes in one batch.
+        Returns ``data['ports']`` in Docker's NetworkSettings.Ports shape.
+        """
+        from .ports.spec import parse_ports
+        sandbox = V.object_name(params.get("sandbox"), "sandbox", "sandbox")
+        network = params.get("network")
+        if network is not None:
+            network = V.object_name(network, "network", "network")
+        state = params.get("state") or "present"
+        requested = parse_ports(params.get("ports") or [])
+        if state == "present" and params.get("ports") is None:
+            raise ValidationError("is required with state=present", field="ports")
+        return self._run(self._port_op, sandbox, network, state, requested,
+                         bool(params.get("exclusive")))
+
+    def _port_endpoint(self, sandbox, network):
+        sb = self._sandbox(sandbox)
+        if sb is None:
+            raise NotFoundError("sandbox %s does not exist" % sandbox, field="sandbox")
+        eps = self._endpoints(sandbox_id=sb.id)
+        if network is not None:
+            net = self._network(network)
+            ep = self._endpoint(net.id, sb.id) if net else None
+            if ep is None:
+                raise NotFoundError("sandbox %s is not attached to network %s"
+                                    % (sandbox, network), field="network")
+            return sb, net, ep
+        bridged = [(e, self._network_by_id(e.network_id)) for e in eps]
+        bridged = [(e, n) for e, n in bridged if n and n.driver == "bridge"]
+        if not bridged:
+            raise ValidationError("sandbox %s has no endpoint on a bridge network to publish "
+                                  "ports from" % sandbox, field="sandbox")
+        if len(bridged) > 1:
+            raise ValidationError("sandbox %s is on several bridge networks (%s): say which"
+                                  % (sandbox, ", ".join(n.name for _e, n in bridged)),
+                                  field="network")
+        return sb, bridged[0][1], bridged[0][0]
+
+    def _published_elsewhere(self, ep):
+        from .firewall.model import PortMapping
+        out = []
+        for other in self._endpoints():
+            if other.id == ep.id:
+                continue
+            for doc in other.ports:
+                out.append((PortMapping.from_dict(doc), other.sandbox_name))
+        return out
+
+    def _port_op(self, sandbox, network, state, requested, exclusive):
+        from .firewall.model import PortMapping
+        from .ports.allocator import allocate_ports
+        from .ports.spec import to_docker_ports
+        sb, net, ep = self._port_endpoint(sandbox, network)
+        if net.driver != "bridge":
+            raise ValidationError("ports can only be published on bridge networks (network "
+                                  "%s uses %s)" % (net.name, net.driver), field="network")
+        current = sorted(PortMapping.from_dict(d) for d in ep.ports)
+        if state == "present":
+            mapped = allocate_ports(
+                requested, _plain_ip(ep.ipv4), _plain_ip(ep.ipv6),
+                net.options.get(C.OPT_HOST_BINDING_IPV4), self._published_elsewhere(ep),
+                current, internal=net.internal)
+            if exclusive:
+                wanted = mapped
+            else:
+                keys = {(m.protocol, m.container_port) for m in mapped}
+                wanted = sorted(set(mapped) | {m for m in current
+                                               if (m.protocol, m.container_port) not in keys})
+        else:
+            if not requested:
+                wanted = []
+            else:
+                wanted = [m for m in current if not any(_port_matches(r, m) for r in requested)]
+        wanted = sorted(wanted)
+        result = Result(changed=wanted != current)
+        before, after = to_docker_ports(current), to_docker_ports(wanted)
+        result.data["ports"] = after
+        if not result.changed:
+            return result
+        result.diff = {"before": {"ports": before}, "after": {"ports": after}}
+        added = sorted(set(wanted) - set(current))
+        removed = sorted(set(current) - set(wanted))
+        result.actions = (["publish %s:%s -> %s/%s" % (m.host_ip or "*", m.host_port,
+                                                      m.container_port, m.protocol)
+                           for m in added]
+                          + ["withdraw %s:%s -> %s/%s" % (m.host_ip or "*", m.host_port,
+                                                         m.container_port, m.protocol)
+                             for m in removed])
+        if self.check_mode:
+            return result
+        ep.ports = [m.to_dict() for m in wanted]
+        self._save_endpoint(ep)
+        try:
+            self._sync_firewall(net)
+        except CnmError:
+            ep.ports = [m.to_dict() for m in current]  # the batch failed whole: undo
+            self._save_endpoint(ep)
+            raise
+        return result
+
+
+def _plain_ip(cidr):
+    return str(ipaddress.ip_interface(cidr).ip) if cidr else ""
+
+
+def _port_matches(req, mapping):
+    """Whether a requested (absent) entry names ``mapping``."""
+    if req.protocol != mapping.protocol:
+        return False
+    if not req.container_start <= mapping.container_port <= req.container_end:
+        return False
+    if req.host_start and not req.host_start <= mapping.host_port <= req.host_end:
+        return False
+    if req.host_ip is not None and str(req.host_ip) not in ("0.0.0.0", "::") and \
+            str(req.host_ip) != mapping.host_ip:
+        return False
+    return True

@@ -1,0 +1,1 @@
+"""Published ports: parsing requests (``spec``) and choosing host ports (``allocator``)."""

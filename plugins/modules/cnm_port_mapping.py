@@ -1,0 +1,124 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright (c) 2026 cnm.core contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: cnm_port_mapping
+short_description: Publish sandbox ports on the host (DNAT, like docker run -p)
+version_added: 0.1.0
+description:
+  - Forwards host ports to ports of a sandbox's endpoint with kernel DNAT only (no
+    userland proxy) - from other hosts (prerouting), from the host itself (output), and
+    from the sandbox to itself through the host address (hairpin).
+  - A V(127.0.0.1) binding answers on the host only, never from the LAN.
+  - Host ports omitted or V(0) are chosen from C(net.ipv4.ip_local_port_range), skipping
+    reserved ports, ports bound on the host and ports already published; the choice is
+    stable across runs.
+  - A host port, protocol and address already published by another sandbox is refused
+    with the name of that sandbox.
+author: Cnm Core Maintainers (@cnm-core)
+extends_documentation_fragment:
+  - cnm.core.common
+  - cnm.core.common.attributes
+options:
+  sandbox:
+    description: The sandbox whose endpoint publishes the ports.
+    type: str
+    required: true
+  network:
+    description: Which endpoint (network) of the sandbox; needed when it is on several bridge networks.
+    type: str
+  state:
+    description:
+      - V(present) publishes O(ports); V(absent) withdraws them (all when O(ports) is omitted).
+    type: str
+    choices: [present, absent]
+    default: present
+  exclusive:
+    description: With O(state=present), withdraw every published port not listed in O(ports).
+    type: bool
+    default: false
+  ports:
+    description: The mappings.
+    type: list
+    elements: dict
+    suboptions:
+      container_port:
+        description: Port (V(80)) or range (V(80-81)) inside the sandbox.
+        type: raw
+        required: true
+      host_port:
+        description: Host port, range of the same length, or omitted/V(0) for ephemeral ports.
+        type: raw
+      host_ip:
+        description:
+          - Host address to bind (default the network's
+            C(com.docker.network.bridge.host_binding_ipv4), else every address).
+        type: str
+      protocol:
+        description: Protocol.
+        type: str
+        choices: [tcp, udp, sctp]
+        default: tcp
+"""
+
+EXAMPLES = r"""
+- name: Publish port 80 of sandbox web on host port 8080
+  cnm.core.cnm_port_mapping:
+    sandbox: web
+    ports:
+      - container_port: 80
+        host_port: 8080
+
+- name: A range, a UDP port and an ephemeral port only reachable from the host
+  cnm.core.cnm_port_mapping:
+    sandbox: web
+    ports:
+      - {container_port: "8000-8001", host_port: "9000-9001"}
+      - {container_port: 53, host_port: 5353, protocol: udp}
+      - {container_port: 9090, host_ip: 127.0.0.1}
+"""
+
+RETURN = r"""
+ports:
+  description: The endpoint's published ports in Docker's NetworkSettings.Ports shape.
+  returned: always
+  type: dict
+  sample:
+    80/tcp:
+      - HostIp: 0.0.0.0
+        HostPort: "8080"
+actions:
+  description: What was done (or would be done in check mode).
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+
+
+def main():
+    run_module(
+        dict(
+            sandbox=dict(type="str", required=True),
+            network=dict(type="str"),
+            state=dict(type="str", default="present", choices=["present", "absent"]),
+            exclusive=dict(type="bool", default=False),
+            ports=dict(type="list", elements="dict", options=dict(
+                container_port=dict(type="raw", required=True),
+                host_port=dict(type="raw"),
+                host_ip=dict(type="str"),
+                protocol=dict(type="str", default="tcp", choices=["tcp", "udp", "sctp"]),
+            )),
+        ),
+        "port_mapping",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Published ports through the engine, observed with packets from a second host.
+
+h1 and h2 are simulated hosts joined by a veth "LAN" (192.168.77.0/24); sandboxes live
+on h1. Every test runs with both firewall backends.
+"""
+import socket
+
+import pytest
+
+from engine_helpers import HostEngine
+from harness import connect
+from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
+
+H1, H2 = "192.168.77.1", "192.168.77.2"
+TCP_SERVER = ("python3 -c \"import socket;s=socket.socket();"
+              "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',%d));"
+              "s.listen();s.settimeout(30)\n"
+              "while True:\n c,a=s.accept();c.sendall(('hello from %s '+a[0]+'\\n').encode());"
+              "c.close()\"")
+UDP_ECHO = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+            "s.bind(('0.0.0.0',%d));s.settimeout(30)\n"
+            "while True:\n d,a=s.recvfrom(100);s.sendto(b'echo:'+d,a)\"")
+CONNECT = ("python3 -c \"import socket,sys;s=socket.create_connection(('%s',%d),timeout=2);"
+           "print(s.recv(100).decode().strip())\"")
+UDP_SEND = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
+            "s.settimeout(2);s.sendto(b'ping',('%s',%d));print(s.recv(100).decode())\"")
+
+
+@pytest.fixture(params=["nftables", "iptables"])
+def lan(request, make_host):
+    h1, h2 = make_host("p1"), make_host("p2")
+    connect(h1, h2, H1, H2)
+    eng = HostEngine(h1, firewall_backend=request.param)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.70.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="web", ipv4_address="10.70.0.10")
+    servers = [h1.popen(TCP_SERVER % (80, "web"), sandbox="web"),
+               h1.popen(UDP_ECHO % 5300, sandbox="web")]
+    try:
+        yield h1, h2, eng, request.param
+    finally:
+        for s in servers:
+            s.kill()
+            s.wait()
+
+
+def reach(host, address, port, sandbox=None):
+    cmd = CONNECT % (address, port)
+    proc = (host.sandbox_run(sandbox, cmd, check=False) if sandbox
+            else host.run(cmd, check=False))
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def _wait_listening(h1):
+    from harness import eventually
+    assert eventually(lambda: "0.0.0.0:80" in h1.sandbox_run("web", "ss -ltn").stdout)
+
+
+def test_tcp_and_udp_published_ports_reach_the_sandbox_from_another_host(lan):
+    h1, h2, eng, _ = lan
+    _wait_listening(h1)
+    res = eng.port_mapping(sandbox="web", ports=[
+        {"container_port": 80, "host_port": 8080},
+        {"container_port": 5300, "host_port": 5353, "protocol": "udp"}])
+    assert res.changed
+    assert res.data["ports"]["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
+    out = reach(h2, H1, 8080)
+    assert out and out.startswith("hello from web")
+    udp = h2.run(UDP_SEND % (H1, 5353), check=False).stdout.strip()
+    assert udp == "echo:ping"
+    # from h1 itself (output path) and hairpin from the sandbox to its own port
+    assert reach(h1, H1, 8080)
+    assert reach(h1, H1, 8080, sandbox="web")
+    # idempotent
+    assert not eng.port_mapping(sandbox="web", ports=[
+        {"container_port": 80, "host_port": 8080},
+        {"container_port": 5300, "host_port": 5353, "protocol": "udp"}]).changed
+
+
+def test_loopback_binding_answers_on_the_host_only(lan):
+    h1, h2, eng, _ = lan
+    _wait_listening(h1)
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8081,
+                                            "host_ip": "127.0.0.1"}])
+    assert reach(h1, "127.0.0.1", 8081)
+    assert reach(h2, H1, 8081) is None
+
+
+def test_a_taken_host_port_names_the_sandbox_that_holds_it(lan):
+    h1, h2, eng, _ = lan
+    eng.endpoint(network="app", sandbox="api")
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+    with pytest.raises(CnmError, match="web"):
+        eng.port_mapping(sandbox="api", ports=[{"container_port": 80, "host_port": 8080}])
+
+
+def test_ephemeral_ports_are_distinct_in_range_and_stable(lan):
+    h1, h2, eng, _ = lan
+    low, high = map(int, h1.run("cat /proc/sys/net/ipv4/ip_local_port_range").stdout.split())
+    ports = [{"container_port": p} for p in (81, 82, 83)]
+    res = eng.port_mapping(sandbox="web", ports=ports)
+    chosen = [int(v[0]["HostPort"]) for v in res.data["ports"].values()]
+    assert len(set(chosen)) == 3 and all(low <= p <= high for p in chosen)
+    again = eng.port_mapping(sandbox="web", ports=ports)
+    assert not again.changed and again.data["ports"] == res.data["ports"]
+
+
+def test_masquerade_isolation_and_teardown(lan):
+    h1, h2, eng, backend = lan
+    srv = h2.popen(TCP_SERVER % (7000, "h2"))
+    try:
+        from harness import eventually
+        assert eventually(lambda: ":7000" in h2.run("ss -ltn").stdout)
+        h1.run("ip route replace default via %s" % H2)
+        out = reach(h1, H2, 7000, sandbox="web")
+        assert out and out.endswith(H1), out  # h2 sees h1's LAN address: masquerade
+    finally:
+        srv.kill()
+        srv.wait()
+    eng.network(name="other", ipam={"config": [{"subnet": "10.71.0.0/24"}]})
+    eng.endpoint(network="other", sandbox="b")
+    assert not h1.ping("10.70.0.10", sandbox="b")
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+    eng.network(name="other", state="absent", force=True)
+    eng.network(name="app", state="absent", force=True)
+    rules = h1.run("nft list ruleset; iptables-save; ip6tables-save", check=False).stdout
+    assert "cnm" not in rules.lower()
+
+
+def test_internal_network_refuses_ports_and_has_no_egress(lan):
+    h1, h2, eng, _ = lan
+    eng.network(name="vault", internal=True, ipam={"config": [{"subnet": "10.72.0.0/24"}]})
+    eng.endpoint(network="vault", sandbox="secret")
+    h1.run("ip route replace default via %s" % H2)
+    assert not h1.ping(H2, sandbox="secret")
+    with pytest.raises(CnmError, match="internal"):
+        eng.port_mapping(sandbox="secret", ports=[{"container_port": 80, "host_port": 9999}])
+
+
+def test_icc_off_blocks_the_network_but_not_egress(lan):
+    h1, h2, eng, _ = lan
+    eng.network(name="quiet", ipam={"config": [{"subnet": "10.73.0.0/24"}]},
+                driver_options={"com.docker.network.bridge.enable_icc": False})
+    eng.endpoint(network="quiet", sandbox="q1")
+    eng.endpoint(network="quiet", sandbox="q2", ipv4_address="10.73.0.20")
+    h1.run("ip route replace default via %s" % H2)
+    assert not h1.ping("10.73.0.20", sandbox="q1")
+    assert h1.ping(H2, sandbox="q1")
