@@ -409,6 +409,8 @@ class Engine:
         net.state = READY
         self._save_network(net)
         result.data["network"] = self._inspect_network(net)
+        if net.driver == "bridge" and hasattr(self.firewall, "warnings"):
+            result.warnings.extend(self.firewall.warnings())
         return result
 
     def _network_differences(self, cur, want, params):
@@ -1292,6 +1294,9 @@ class Engine:
         files_before, files_after = {}, {}
         if sandbox is not None:
             sb = self._sandbox(sandbox)
+            if sb is None and self.check_mode:
+                return Result(changed=True, actions=["set DNS of %s (sandbox not created "
+                                                     "yet)" % sandbox])
             if sb is None:
                 raise NotFoundError("sandbox %s does not exist" % sandbox, field="sandbox")
             want_dns = dict(sb.dns, **settings)
@@ -1393,22 +1398,30 @@ class Engine:
         from .firewall.model import PortMapping
         from .ports.allocator import allocate_ports
         from .ports.spec import to_docker_ports
+        if self.check_mode and state == "present" and self._sandbox(sandbox) is None:
+            # an earlier task of the same play would create it: predict the change
+            return Result(changed=True, actions=["publish ports of %s (sandbox not created "
+                                                 "yet)" % sandbox], data={"ports": {}})
+        if state == "absent" and self._sandbox(sandbox) is None:
+            return Result(data={"ports": {}})
         sb, net, ep = self._port_endpoint(sandbox, network)
         if net.driver != "bridge":
             raise ValidationError("ports can only be published on bridge networks (network "
                                   "%s uses %s)" % (net.name, net.driver), field="network")
         current = sorted(PortMapping.from_dict(d) for d in ep.ports)
         if state == "present":
+            keys = {(r.protocol, port) for r in requested
+                    for port in range(r.container_start, r.container_end + 1)}
+            # without exclusive, mappings not named again stay, and the allocator must
+            # see them as taken (by this very sandbox)
+            kept = [] if exclusive else [m for m in current
+                                         if (m.protocol, m.container_port) not in keys]
             mapped = allocate_ports(
                 requested, _plain_ip(ep.ipv4), _plain_ip(ep.ipv6),
-                net.options.get(C.OPT_HOST_BINDING_IPV4), self._published_elsewhere(ep),
+                net.options.get(C.OPT_HOST_BINDING_IPV4),
+                self._published_elsewhere(ep) + [(m, sb.name) for m in kept],
                 current, internal=net.internal)
-            if exclusive:
-                wanted = mapped
-            else:
-                keys = {(m.protocol, m.container_port) for m in mapped}
-                wanted = sorted(set(mapped) | {m for m in current
-                                               if (m.protocol, m.container_port) not in keys})
+            wanted = sorted(set(mapped) | set(kept))
         else:
             if not requested:
                 wanted = []

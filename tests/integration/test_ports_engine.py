@@ -145,3 +145,15 @@ def test_icc_off_blocks_the_network_but_not_egress(lan):
     h1.run("ip route replace default via %s" % H2)
     assert not h1.ping("10.73.0.20", sandbox="q1")
     assert h1.ping(H2, sandbox="q1")
+
+
+def test_adding_a_port_keeps_the_others_and_never_duplicates_a_host_port(lan):
+    h1, h2, eng, _ = lan
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+    with pytest.raises(CnmError, match="8080"):
+        eng.port_mapping(sandbox="web", ports=[{"container_port": 81, "host_port": 8080}])
+    res = eng.port_mapping(sandbox="web", ports=[{"container_port": 81, "host_port": 8082}])
+    assert set(res.data["ports"]) == {"80/tcp", "81/tcp"}
+    res = eng.port_mapping(sandbox="web", state="absent",
+                           ports=[{"container_port": 81}])
+    assert set(res.data["ports"]) == {"80/tcp"}

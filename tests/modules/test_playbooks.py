@@ -30,6 +30,14 @@ STORY = """
       cnm.core.cnm_endpoint: {network: none, sandbox: isolated}
     - name: explicit sandbox
       cnm.core.cnm_sandbox: {name: spare, hostname: spare01}
+    - name: publish web
+      cnm.core.cnm_port_mapping:
+        sandbox: web
+        ports: [{container_port: 80, host_port: 8080}, {container_port: 9000}]
+    - name: resolver ttl
+      cnm.core.cnm_dns: {ttl: 60}
+    - name: api names
+      cnm.core.cnm_dns: {sandbox: api, hostname: api01, extra_hosts: ["legacy:192.0.2.1"]}
 """
 
 
@@ -41,9 +49,14 @@ def test_story_runs_twice_second_run_changes_nothing(host):
     net = first["frontend network"]
     assert net["diff"]["after"]["Name"] == "frontend" and net["diff"]["before"] == {}
     assert host.ping("10.90.1.10", sandbox="api")
+    dig = host.sandbox_run("api", "dig +short +time=2 @127.0.0.11 web").stdout.split()
+    assert dig == ["10.90.1.10"]
+    ports = first["publish web"]["ports"]
+    assert ports["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
     second = run_playbook(host, STORY, diff=True)
     second.assert_ok()
     assert second.changed_tasks == [], second.explain()
+    assert second["publish web"]["ports"] == ports  # ephemeral port stable
 
 
 def test_check_mode_on_a_fresh_host_predicts_every_change_and_creates_nothing(host):
