@@ -33,7 +33,7 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(REPO)/build/collections
 
 .PHONY: help deps unit integration modules sanity molecule test demo demo-clean bench \
-	golden clean distclean
+	golden clean distclean firewall-restore
 
 help:
 	@echo "targets: deps unit integration modules sanity molecule test demo demo-clean"
@@ -96,6 +96,11 @@ modules: deps
 	$(call run_pytest,tests/modules)
 
 # Regenerate the firewall golden files (tests/unit/golden/...); review the diff after.
+# Re-apply every cnm firewall rule from the store (after `nft flush ruleset`, a firewalld
+# reload). Uses CNM_STATE_DIR etc. like the modules; run it in the host's namespace.
+firewall-restore: deps
+	$(PY) $(REPO)/scripts/cnm-firewall-restore
+
 golden: PYTEST_ARGS += -k golden
 golden: deps
 	$(call run_pytest,tests/unit,CNM_UPDATE_GOLDEN=1)

@@ -1455,6 +1455,38 @@ class Engine:
         return result
 
 
+    # ------------------------------------------------------------------------------
+    # firewall reload (after `nft flush ruleset`, a firewalld reload, a reboot)
+    # ------------------------------------------------------------------------------
+    def restore_firewall(self, params=None):
+        """Re-create every rule of every bridge network from the store in one go.
+
+        Called by ``scripts/cnm-firewall-restore`` (``make firewall-restore``) and by
+        hooks after something flushed the ruleset. Guarantees on return: the kernel holds
+        exactly the rules the store describes. Check mode reports the networks whose
+        rules are not in place.
+        """
+        return self._run(self._restore_firewall)
+
+    def _restore_firewall(self):
+        nets = [Network.from_doc(d) for d in self.store.all("networks")]
+        nets = [n for n in nets if n.driver == "bridge" and n.state == READY]
+        result = Result(data={"networks": [n.name for n in nets]})
+        if self.firewall.name == "none" or not nets:
+            return result
+        drifted = [n for n in nets if self._firewall_drift(n)]
+        result.changed = bool(drifted)
+        result.actions = ["restore rules of %s" % n.name for n in drifted]
+        if self.check_mode or not drifted:
+            return result
+        rules = [self._firewall_rules(n) for n in nets]
+        self.firewall.restore(rules)
+        for net, rule in zip(nets, rules):
+            net.firewall = rule.to_dict()
+            self._save_network(net)
+        return result
+
+
 def _plain_ip(cidr):
     return str(ipaddress.ip_interface(cidr).ip) if cidr else ""
 

@@ -3,7 +3,8 @@
 h1 and h2 are simulated hosts joined by a veth "LAN" (192.168.77.0/24); sandboxes live
 on h1. Every test runs with both firewall backends.
 """
-import socket
+import os
+import sys
 
 import pytest
 
@@ -12,6 +13,7 @@ from harness import connect
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 H1, H2 = "192.168.77.1", "192.168.77.2"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TCP_SERVER = ("python3 -c \"import socket;s=socket.socket();"
               "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',%d));"
               "s.listen();s.settimeout(30)\n"
@@ -157,3 +159,22 @@ def test_adding_a_port_keeps_the_others_and_never_duplicates_a_host_port(lan):
     res = eng.port_mapping(sandbox="web", state="absent",
                            ports=[{"container_port": 81}])
     assert set(res.data["ports"]) == {"80/tcp"}
+
+
+def test_restore_puts_back_every_rule_after_a_flush(lan):
+    h1, h2, eng, backend = lan
+    _wait_listening(h1)
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+    assert reach(h2, H1, 8080)
+    if backend == "nftables":
+        h1.run("nft delete table inet cnm")
+    else:
+        h1.run("iptables -t nat -F CNM-DNAT")
+    assert reach(h2, H1, 8080) is None
+    chk = HostEngine(h1, check_mode=True, firewall_backend=backend)
+    assert chk.restore_firewall().changed
+    proc = h1.run(["env", "CNM_FIREWALL_BACKEND=%s" % backend, sys.executable,
+                   os.path.join(REPO, "scripts", "cnm-firewall-restore")], check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert reach(h2, H1, 8080)
+    assert not chk.restore_firewall().changed
