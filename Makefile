@@ -95,12 +95,12 @@ integration: deps
 modules: deps
 	$(call run_pytest,tests/modules)
 
-# Regenerate the firewall golden files (tests/unit/golden/...); review the diff after.
 # Re-apply every cnm firewall rule from the store (after `nft flush ruleset`, a firewalld
 # reload). Uses CNM_STATE_DIR etc. like the modules; run it in the host's namespace.
 firewall-restore: deps
 	$(PY) $(REPO)/scripts/cnm-firewall-restore
 
+# Regenerate the firewall golden files (tests/unit/golden/...); review the diff after.
 golden: PYTEST_ARGS += -k golden
 golden: deps
 	$(call run_pytest,tests/unit,CNM_UPDATE_GOLDEN=1)
