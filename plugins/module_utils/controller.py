@@ -141,20 +141,17 @@ class Engine:
 
     def _recover(self):
         """Undo what a run that died half-way left behind (rows still ``creating``)."""
-        for doc in self.store.all("endpoints"):
+        unfinished = "json_extract(doc, '$.state') = ?"
+        for doc in self.store.all("endpoints", unfinished, (CREATING,)):
             ep = Endpoint.from_doc(doc)
-            if ep.state == CREATING:
-                net = self._network_by_id(ep.network_id)
-                self._detach(net, self._sandbox_by_id(ep.sandbox_id), ep)
-        for doc in self.store.all("sandboxes"):
+            net = self._network_by_id(ep.network_id)
+            self._detach(net, self._sandbox_by_id(ep.sandbox_id), ep)
+        for doc in self.store.all("sandboxes", unfinished, (CREATING,)):
             sb = Sandbox.from_doc(doc)
-            if sb.state == CREATING:
-                self._drop_sandbox_namespace(sb)
-                self.store.delete("sandboxes", sb.id)
-        for doc in self.store.all("networks"):
-            net = Network.from_doc(doc)
-            if net.state == CREATING:
-                self._drop_network(net, best_effort=True)
+            self._drop_sandbox_namespace(sb)
+            self.store.delete("sandboxes", sb.id)
+        for doc in self.store.all("networks", unfinished, (CREATING,)):
+            self._drop_network(Network.from_doc(doc), best_effort=True)
 
     # ------------------------------------------------------------------------------
     # store helpers

@@ -308,8 +308,11 @@ def sandbox_files(hostname, domainname=None, addresses=(), extra_hosts=(),
 def atomic_write(path, content, mode=0o644):
     """Write ``content`` (str or bytes) to ``path`` unless it is already there.
 
-    Temp file in the same directory + fsync + rename: readers see the old or the new
-    file, never a partial one. Returns True when the file changed.
+    Temp file in the same directory + rename: readers see the old or the new file,
+    never a partial one. No fsync: these are runtime files (under /run by default),
+    re-rendered from the store by the next run, and an fsync per file would cost an
+    attach several milliseconds on a disk-backed directory. Returns True when the file
+    changed.
     """
     data = content.encode("utf-8") if isinstance(content, str) else content
     try:
@@ -325,8 +328,6 @@ def atomic_write(path, content, mode=0o644):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
