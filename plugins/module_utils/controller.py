@@ -1433,12 +1433,8 @@ class Engine:
         result.diff = {"before": {"ports": before}, "after": {"ports": after}}
         added = sorted(set(wanted) - set(current))
         removed = sorted(set(current) - set(wanted))
-        result.actions = (["publish %s:%s -> %s/%s" % (m.host_ip or "*", m.host_port,
-                                                      m.container_port, m.protocol)
-                           for m in added]
-                          + ["withdraw %s:%s -> %s/%s" % (m.host_ip or "*", m.host_port,
-                                                         m.container_port, m.protocol)
-                             for m in removed])
+        result.actions = (["publish %s" % _describe_mapping(m) for m in added]
+                          + ["withdraw %s" % _describe_mapping(m) for m in removed])
         if self.check_mode:
             return result
         ep.ports = [m.to_dict() for m in wanted]
@@ -1450,7 +1446,6 @@ class Engine:
             self._save_endpoint(ep)
             raise
         return result
-
 
     # ------------------------------------------------------------------------------
     # firewall reload (after `nft flush ruleset`, a firewalld reload, a reboot)
@@ -1500,3 +1495,8 @@ def _port_matches(req, mapping):
             str(req.host_ip) != mapping.host_ip:
         return False
     return True
+
+
+def _describe_mapping(mapping):
+    return "%s:%s -> %s/%s" % (mapping.host_ip or "*", mapping.host_port,
+                               mapping.container_port, mapping.protocol)

@@ -58,7 +58,7 @@ def _wait_listening(h1):
 
 
 def test_tcp_and_udp_published_ports_reach_the_sandbox_from_another_host(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     _wait_listening(h1)
     res = eng.port_mapping(sandbox="web", ports=[
         {"container_port": 80, "host_port": 8080},
@@ -79,7 +79,7 @@ def test_tcp_and_udp_published_ports_reach_the_sandbox_from_another_host(lan):
 
 
 def test_loopback_binding_answers_on_the_host_only(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     _wait_listening(h1)
     eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8081,
                                             "host_ip": "127.0.0.1"}])
@@ -88,7 +88,7 @@ def test_loopback_binding_answers_on_the_host_only(lan):
 
 
 def test_a_taken_host_port_names_the_sandbox_that_holds_it(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     eng.endpoint(network="app", sandbox="api")
     eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
     with pytest.raises(CnmError, match="web"):
@@ -96,7 +96,7 @@ def test_a_taken_host_port_names_the_sandbox_that_holds_it(lan):
 
 
 def test_ephemeral_ports_are_distinct_in_range_and_stable(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     low, high = map(int, h1.run("cat /proc/sys/net/ipv4/ip_local_port_range").stdout.split())
     ports = [{"container_port": p} for p in (81, 82, 83)]
     res = eng.port_mapping(sandbox="web", ports=ports)
@@ -129,7 +129,7 @@ def test_masquerade_isolation_and_teardown(lan):
 
 
 def test_internal_network_refuses_ports_and_has_no_egress(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     eng.network(name="vault", internal=True, ipam={"config": [{"subnet": "10.72.0.0/24"}]})
     eng.endpoint(network="vault", sandbox="secret")
     h1.run("ip route replace default via %s" % H2)
@@ -139,7 +139,7 @@ def test_internal_network_refuses_ports_and_has_no_egress(lan):
 
 
 def test_icc_off_blocks_the_network_but_not_egress(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     eng.network(name="quiet", ipam={"config": [{"subnet": "10.73.0.0/24"}]},
                 driver_options={"com.docker.network.bridge.enable_icc": False})
     eng.endpoint(network="quiet", sandbox="q1")
@@ -150,7 +150,7 @@ def test_icc_off_blocks_the_network_but_not_egress(lan):
 
 
 def test_adding_a_port_keeps_the_others_and_never_duplicates_a_host_port(lan):
-    h1, h2, eng, _ = lan
+    h1, h2, eng, dummy = lan
     eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
     with pytest.raises(CnmError, match="8080"):
         eng.port_mapping(sandbox="web", ports=[{"container_port": 81, "host_port": 8080}])
