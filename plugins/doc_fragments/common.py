@@ -60,7 +60,7 @@ notes:
 requirements:
   - Linux with network namespaces, veth and bridge support.
   - Root privileges on the target (C(CAP_NET_ADMIN) and C(CAP_SYS_ADMIN)).
-  - The Python libraries C(pyroute2) on the target.
+  - The Python library C(dnspython) on the target, for the embedded DNS resolver.
   - The C(nft) binary and its Python binding, or C(iptables-restore), for the firewall.
 """
 

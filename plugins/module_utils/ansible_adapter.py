@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import traceback
 
-from ansible.module_utils.basic import AnsibleModule, env_fallback, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 try:
     from ansible_collections.cnm.core.plugins.module_utils.controller import Engine
@@ -30,15 +30,7 @@ COMMON_ARGUMENT_SPEC = dict(
 )
 
 
-def _has_pyroute2():
-    try:
-        import pyroute2  # noqa: F401 pylint: disable=unused-import
-    except ImportError:
-        return False
-    return True
-
-
-def run_module(argument_spec, verb, needs_netlink=True, **module_kwargs):
+def run_module(argument_spec, verb, **module_kwargs):
     """Build the AnsibleModule, call ``Engine.<verb>(params)`` and exit.
 
     Expected failures (CnmError) become ``fail_json(msg=...)`` naming the field; only a
@@ -49,8 +41,6 @@ def run_module(argument_spec, verb, needs_netlink=True, **module_kwargs):
     module = AnsibleModule(argument_spec=spec, supports_check_mode=True, **module_kwargs)
     if ENGINE_IMPORT_ERROR:
         module.fail_json(msg="cannot import the cnm engine", exception=ENGINE_IMPORT_ERROR)
-    if needs_netlink and not _has_pyroute2():
-        module.fail_json(msg=missing_required_lib("pyroute2"))
     engine = Engine(state_dir=module.params["state_dir"], run_dir=module.params["run_dir"],
                     netns_dir=module.params["netns_dir"],
                     firewall_backend=module.params["firewall_backend"],

@@ -121,7 +121,6 @@ def main():
             extra_hosts=dict(type="raw"),
         ),
         "dns",
-        needs_netlink=False,
     )
 
 

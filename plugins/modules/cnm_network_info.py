@@ -60,7 +60,6 @@ def main():
     run_module(
         dict(name=dict(type="str"), filters=dict(type="dict")),
         "network_info",
-        needs_netlink=False,
     )
 
 

@@ -46,7 +46,7 @@ from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import ru
 
 
 def main():
-    run_module(dict(name=dict(type="str")), "sandbox_info", needs_netlink=False)
+    run_module(dict(name=dict(type="str")), "sandbox_info")
 
 
 if __name__ == "__main__":

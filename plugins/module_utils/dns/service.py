@@ -118,7 +118,7 @@ def write_resolver_config(run_dir, config):
     """
     p = resolver_paths(run_dir)
     os.makedirs(p["dir"], mode=0o755, exist_ok=True)
-    text = json.dumps(config, indent=1, sort_keys=True) + "\n"
+    text = json.dumps(config, sort_keys=True, separators=(",", ":")) + "\n"
     return atomic_write(p["config"], text, mode=0o600)
 
 

@@ -41,11 +41,15 @@ class MacvlanDriver(Driver):
         return [] if netlink.host.index(parent) is not None else [
             "parent interface %s is missing" % parent]
 
-    def _link_args(self, network):
+    def _mode_data(self, network):
+        """IFLA_INFO_DATA carrying the mode (IFLA_MACVLAN_MODE u32 / IFLA_IPVLAN_MODE u16)."""
+        import struct
         mode = self._mode(network)
         if self.kind == "macvlan":
-            return {"macvlan_mode": mode}
-        return {"ipvlan_mode": {"l2": 0, "l3": 1, "l3s": 2}[mode]}
+            value = {"private": 1, "vepa": 2, "bridge": 4, "passthru": 8}[mode]
+            return struct.pack("=HHI", 8, 1, value)
+        value = {"l2": 0, "l3": 1, "l3s": 2}[mode]
+        return struct.pack("=HHHxx", 6, 1, value)
 
     def setup_endpoint(self, network, sandbox, endpoint, netlink, fresh=False):
         inside = netlink.sandbox(sandbox.netns_path)
@@ -55,14 +59,9 @@ class MacvlanDriver(Driver):
             if parent is None:
                 raise KernelError("parent interface %s is missing"
                                   % network.options[C.OPT_PARENT])
-            kwargs = dict(ifname=endpoint.ifname, kind=self.kind, link=parent,
-                          net_ns_fd=sandbox.netns_path, **self._link_args(network))
-            if network.mtu:
-                kwargs["mtu"] = network.mtu
-            if endpoint.mac and self.kind == "macvlan":
-                kwargs["address"] = endpoint.mac
-            netlink.host._call("add %s %s" % (self.kind, endpoint.ifname),
-                               netlink.host.ipr.link, "add", **kwargs)
+            netlink.host.add_sublink(endpoint.ifname, self.kind, parent, sandbox.netns_path,
+                                     self._mode_data(network), mtu=network.mtu or None,
+                                     mac=endpoint.mac if self.kind == "macvlan" else None)
             slink = inside.link(endpoint.ifname)
         have = inside.addresses(slink["index"])
         for cidr in {c for c in (endpoint.ipv4, endpoint.ipv6) if c} - have:
