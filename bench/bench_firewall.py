@@ -20,22 +20,14 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(REPO, "build", "collections")
 
 
 def _import_engine():
-    parent = os.path.join(COLLECTIONS, "ansible_collections", "cnm")
-    link = os.path.join(parent, "core")
-    os.makedirs(parent, exist_ok=True)
-    if not os.path.islink(link):
-        try:
-            os.symlink(os.path.relpath(REPO, parent), link)
-        except FileExistsError:
-            pass
-    for path in (COLLECTIONS, os.path.join(REPO, "tests")):
-        if path not in sys.path:
-            sys.path.insert(0, path)
-
+    """Make ``ansible_collections.cnm.core`` importable (tests/conftest.py does it)."""
+    tests = os.path.join(REPO, "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import conftest  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
 
 def _ms(seconds):
     return round(seconds * 1000.0, 3)

@@ -11,21 +11,14 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COLLECTIONS = os.path.join(REPO, "build", "collections")
 
 
 def _import_engine():
-    parent = os.path.join(COLLECTIONS, "ansible_collections", "cnm")
-    link = os.path.join(parent, "core")
-    os.makedirs(parent, exist_ok=True)
-    if not os.path.islink(link):
-        try:
-            os.symlink(os.path.relpath(REPO, parent), link)
-        except FileExistsError:
-            pass
-    if COLLECTIONS not in sys.path:
-        sys.path.insert(0, COLLECTIONS)
-
+    """Make ``ansible_collections.cnm.core`` importable (tests/conftest.py does it)."""
+    tests = os.path.join(REPO, "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+    import conftest  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
 
 def main():
     _import_engine()
