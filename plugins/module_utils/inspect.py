@@ -65,7 +65,17 @@ def endpoint(ep, net, sandbox):
         "MacAddress": ep.mac,
         "Aliases": list(ep.aliases),
         "GwPriority": ep.gw_priority,
+        "Ports": _ports(ep),
     }
+
+
+def _ports(ep):
+    """Published ports in Docker's NetworkSettings.Ports shape ({} when none)."""
+    if not ep.ports:
+        return {}
+    from .firewall.model import PortMapping
+    from .ports.spec import to_docker_ports
+    return to_docker_ports([PortMapping.from_dict(p) for p in ep.ports])
 
 
 def sandbox(sb, endpoints, networks):
