@@ -71,12 +71,12 @@ def run_backend(firewall, runs):
     try:
         with in_netns(host.path):
             b = Bench(host, firewall)
-            # warm-up: imports, store creation, the firewall's base table/chains
+            # warm-up: imports, store creation, a first firewall batch
             b.call("network", name="warmup",
                    ipam={"config": [{"subnet": "10.203.0.0/24"}]})
             b.call("endpoint", network="warmup", sandbox="w")
-            b.call("port_mapping", sandbox="w", ports=[{"container_port": 80,
-                                                         "host_port": 9999}])
+            b.call("port_mapping", sandbox="w",
+                   ports=[{"container_port": 80, "host_port": 9999}])
             b.call("network", name="warmup", state="absent", force=True)
 
             b.call("network", name="app", ipam={"config": [{"subnet": "10.204.0.0/16"}]})
@@ -100,8 +100,8 @@ def run_backend(firewall, runs):
 
 
 def print_table(out):
-    print("\n%-10s %-22s %10s %10s  %s" % ("backend", "operation", "median ms", "p90 ms",
-                                          "target"))
+    header = ("backend", "operation", "median ms", "p90 ms", "target")
+    print("\n%-10s %-22s %10s %10s  %s" % header)
     for backend in out["backends"]:
         res = out[backend]
         for key, label, target in (("attach_with_port", "attach + 1 port", "attach_ms"),
