@@ -29,6 +29,7 @@ def _import_engine():
         sys.path.insert(0, tests)
     import conftest  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
 
+
 def _ms(seconds):
     return round(seconds * 1000.0, 3)
 

@@ -20,6 +20,7 @@ def _import_engine():
         sys.path.insert(0, tests)
     import conftest  # noqa: F401 pylint: disable=unused-import,import-outside-toplevel
 
+
 def main():
     _import_engine()
     from ansible_collections.cnm.core.plugins.module_utils.errors import PoolExhaustedError
