@@ -225,19 +225,32 @@ class Engine:
                                  "masquerade"),
             internal=net.internal, ports=tuple(sorted(ports)))
 
-    def _sync_firewall(self, net, endpoints=None, remove=False):
-        """Apply the difference between the stored and the desired rules of ``net``."""
+    def _sync_firewall(self, net, endpoints=None, remove=False, old_ports=None):
+        """Apply the difference between the active and the desired rules of ``net``.
+
+        The store keeps the network's last applied rules without ports (ports live on
+        the endpoints), so saving a network does not grow with its mappings. Callers
+        that change ports pass ``old_ports``: the network's mappings before the change.
+        """
         if net.driver != "bridge" or self.firewall.name == "none":
             return
         from .firewall.model import NetworkRules
-        old = NetworkRules.from_dict(net.firewall) if net.firewall else None
         new = None if remove else self._firewall_rules(net, endpoints)
+        old = None
+        if net.firewall:
+            if old_ports is None:
+                old_ports = (new.ports if new is not None
+                             else self._firewall_rules(net).ports)
+            old = dataclasses.replace(NetworkRules.from_dict(net.firewall),
+                                      ports=tuple(sorted(old_ports)))
         if old == new:
             return
         self.firewall.apply(old, new)
-        net.firewall = new.to_dict() if new else {}
-        if not remove:
-            self._save_network(net)
+        base = _rules_base(new)
+        if base != net.firewall:
+            net.firewall = base
+            if not remove:
+                self._save_network(net)
 
     def _firewall_drift(self, net):
         if net.driver != "bridge" or self.firewall.name == "none":
@@ -506,7 +519,7 @@ class Engine:
                     self.firewall.restore_network(rules) if hasattr(
                         self.firewall, "restore_network") else self.firewall.apply(
                         None, rules)
-                    cur.firewall = rules.to_dict()
+                    cur.firewall = _rules_base(rules)
                     self._save_network(cur)
                     del NetworkRules
                 else:
@@ -1019,10 +1032,16 @@ class Engine:
         if "ifname" in spec and spec["ifname"] != ep.ifname and not sandbox_missing:
             driver.teardown_endpoint(net, sb, ep, self.netlink)
             ep.ifname = spec["ifname"]
+        old_ports = None
+        if readdress and ep.ports and net.driver == "bridge":
+            old_ports = self._firewall_rules(net).ports
         for key, address in readdress.items():
             old = getattr(ep, key)
             if old:
                 self.store.release(net.id, str(ipaddress.ip_interface(old).ip))
+            # published ports follow the endpoint to its new address
+            ep.ports = [dict(p, container_ip=str(address))
+                        if p.get("family") == address.version else p for p in ep.ports]
             pools = [PoolConfig.from_dict(p) for p in net.pools]
             pool = pool_containing(pools, address)
             setattr(ep, key, "%s/%d" % (address, pool.subnet.prefixlen))
@@ -1044,8 +1063,8 @@ class Engine:
             driver.setup_network(net, self.netlink)
         driver.setup_endpoint(net, sb, ep, self.netlink)
         self._sync_routes(sb)
-        if readdress and net.driver == "bridge":
-            self._sync_firewall(net)
+        if old_ports is not None:
+            self._sync_firewall(net, old_ports=old_ports)
         self._sync_dns_safely(result, sb)
         result.data["endpoint"] = shape.endpoint(ep, net, sb)
         return result
@@ -1069,11 +1088,14 @@ class Engine:
                 errors += get_driver(net.driver).teardown_endpoint(net, sb, ep, self.netlink)
             except Exception as exc:
                 errors.append(str(exc))
+        old_ports = None
+        if net is not None and ep.ports and net.driver == "bridge":
+            old_ports = self._firewall_rules(net).ports
         self.store.release(ep.network_id, owner=ep.id)
         self.store.delete("endpoints", ep.id)
-        if net is not None and ep.ports:
+        if old_ports is not None:
             try:
-                self._sync_firewall(net)
+                self._sync_firewall(net, old_ports=old_ports)
             except CnmError as exc:
                 errors.append(str(exc))
         if errors and not best_effort:
@@ -1418,6 +1440,14 @@ class Engine:
                 net.options.get(C.OPT_HOST_BINDING_IPV4),
                 self._published_elsewhere(ep) + [(m, sb.name) for m in kept],
                 current, internal=net.internal)
+            # mappings of a re-named container port stay too when they bind another
+            # address (80->8080 and 127.0.0.1:8081->80 from two tasks both live)
+            if not exclusive:
+                fresh = {(m.protocol, m.container_port, m.host_ip, m.family) for m in mapped}
+                kept += [m for m in current
+                         if (m.protocol, m.container_port) in keys
+                         and (m.protocol, m.container_port, m.host_ip, m.family) not in fresh
+                         and not any(_same_host_port(m, n) for n in mapped)]
             wanted = sorted(set(mapped) | set(kept))
         else:
             if not requested:
@@ -1437,10 +1467,11 @@ class Engine:
                           + ["withdraw %s" % _describe_mapping(m) for m in removed])
         if self.check_mode:
             return result
+        old_ports = self._firewall_rules(net).ports
         ep.ports = [m.to_dict() for m in wanted]
         self._save_endpoint(ep)
         try:
-            self._sync_firewall(net)
+            self._sync_firewall(net, old_ports=old_ports)
         except CnmError:
             ep.ports = [m.to_dict() for m in current]  # the batch failed whole: undo
             self._save_endpoint(ep)
@@ -1474,7 +1505,7 @@ class Engine:
         rules = [self._firewall_rules(n) for n in nets]
         self.firewall.restore(rules)
         for net, rule in zip(nets, rules):
-            net.firewall = rule.to_dict()
+            net.firewall = _rules_base(rule)
             self._save_network(net)
         return result
 
@@ -1500,3 +1531,17 @@ def _port_matches(req, mapping):
 def _describe_mapping(mapping):
     return "%s:%s -> %s/%s" % (mapping.host_ip or "*", mapping.host_port,
                                mapping.container_port, mapping.protocol)
+
+
+def _rules_base(rules):
+    """What the store keeps of a network's applied rules: everything but the ports."""
+    if rules is None:
+        return {}
+    return dataclasses.replace(rules, ports=()).to_dict()
+
+
+def _same_host_port(a, b):
+    """Whether two mappings claim the same host port (an all-address binding overlaps
+    any address of its family)."""
+    return (a.protocol == b.protocol and a.host_port == b.host_port and a.family == b.family
+            and (not a.host_ip or not b.host_ip or a.host_ip == b.host_ip))

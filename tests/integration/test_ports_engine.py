@@ -178,3 +178,28 @@ def test_restore_puts_back_every_rule_after_a_flush(lan):
     assert proc.returncode == 0, proc.stderr
     assert reach(h2, H1, 8080)
     assert not chk.restore_firewall().changed
+
+
+def test_published_ports_follow_a_changed_address(lan):
+    h1, h2, eng, dummy = lan
+    _wait_listening(h1)
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+    assert reach(h2, H1, 8080)
+    assert eng.endpoint(network="app", sandbox="web", ipv4_address="10.70.0.11").changed
+    assert reach(h2, H1, 8080)
+
+
+def test_two_tasks_can_publish_one_container_port_on_two_addresses(lan):
+    h1, h2, eng, dummy = lan
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+    res = eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8081,
+                                                  "host_ip": "127.0.0.1"}])
+    assert {b["HostPort"] for b in res.data["ports"]["80/tcp"]} == {"8080", "8081"}
+    assert not eng.port_mapping(sandbox="web", ports=[
+        {"container_port": 80, "host_port": 8080}]).changed
+    assert not eng.port_mapping(sandbox="web", ports=[
+        {"container_port": 80, "host_port": 8081, "host_ip": "127.0.0.1"}]).changed
+    # exclusive keeps only what it names
+    res = eng.port_mapping(sandbox="web", exclusive=True,
+                           ports=[{"container_port": 80, "host_port": 8080}])
+    assert [b["HostPort"] for b in res.data["ports"]["80/tcp"]] == ["8080"]
