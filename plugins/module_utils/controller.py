@@ -213,10 +213,10 @@ class Engine:
             return None
         from .firewall.model import NetworkRules, PortMapping
         if endpoints is None:
-            endpoints = self._endpoints(network_id=net.id)
-        ports = []
-        for ep in endpoints:
-            ports.extend(PortMapping.from_dict(p) for p in ep.ports)
+            docs = [p for dummy, ports in self.store.published_ports(net.id) for p in ports]
+        else:
+            docs = [p for ep in endpoints for p in ep.ports]
+        ports = [PortMapping.from_dict(p) for p in docs]
         subnets = tuple(p["subnet"] for p in net.pools)
         return NetworkRules(
             network_id=net.id, bridge=net.bridge, subnets=subnets,
@@ -1405,13 +1405,9 @@ class Engine:
 
     def _published_elsewhere(self, ep):
         from .firewall.model import PortMapping
-        out = []
-        for other in self._endpoints():
-            if other.id == ep.id:
-                continue
-            for doc in other.ports:
-                out.append((PortMapping.from_dict(doc), other.sandbox_name))
-        return out
+        return [(PortMapping.from_dict(doc), name)
+                for name, docs in self.store.published_ports(exclude_endpoint=ep.id)
+                for doc in docs]
 
     def _port_op(self, sandbox, network, state, requested, exclusive):
         from .firewall.model import PortMapping

@@ -7,10 +7,11 @@ the sandboxes the operation touched, so the cost of an attach does not grow with
 number of sandboxes.
 """
 import ipaddress
+import json
 import os
 
 from . import constants as C
-from .model import Endpoint, Network, Sandbox
+from .model import Endpoint
 
 DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the resolver
 HOST_RESOLV_CONF = "/etc/resolv.conf"
@@ -26,32 +27,40 @@ def _ip(cidr):
     return str(ipaddress.ip_interface(cidr).ip) if cidr else None
 
 
-def sandbox_names(sb):
-    """The sandbox's own DNS names: its name and hostname (cnm_dns hostname wins)."""
-    hostname = (sb.dns or {}).get("hostname") or sb.hostname
-    return [n for n in dict.fromkeys([sb.name, hostname]) if n]
-
-
 def build_config(store):
-    """The resolver's config.json content from the store (see dns/server.py)."""
+    """The resolver's config.json content from the store (see dns/server.py).
+
+    Runs after every change: it reads only the fields it needs (json_extract in
+    SQLite) instead of decoding every document.
+    """
     from .dns import service
-    networks = {d["id"]: Network.from_doc(d) for d in store.all("networks")}
-    sandboxes = {d["id"]: Sandbox.from_doc(d) for d in store.all("sandboxes")}
+    networks = {row[0]: row[1:] for row in store.conn.execute(
+        "SELECT id, name, json_extract(doc, '$.driver'), json_extract(doc, '$.internal') "
+        "FROM networks")}
+    sandboxes = {row[0]: row[1:] for row in store.conn.execute(
+        "SELECT id, name, json_extract(doc, '$.netns_path'), json_extract(doc, '$.hostname'),"
+        " json_extract(doc, '$.dns.hostname'), json_extract(doc, '$.dns.upstreams') "
+        "FROM sandboxes")}
     cfg_sandboxes, cfg_networks = {}, {}
-    for doc in store.all("endpoints"):
-        ep = Endpoint.from_doc(doc)
-        net, sb = networks.get(ep.network_id), sandboxes.get(ep.sandbox_id)
-        if net is None or sb is None or net.driver not in DNS_DRIVERS:
+    for network_id, sandbox_id, aliases, ipv4, ipv6 in store.conn.execute(
+            "SELECT network_id, sandbox_id, json_extract(doc, '$.aliases'), "
+            "json_extract(doc, '$.ipv4'), json_extract(doc, '$.ipv6') FROM endpoints "
+            "ORDER BY rowid"):
+        net, sb = networks.get(network_id), sandboxes.get(sandbox_id)
+        if net is None or sb is None or net[1] not in DNS_DRIVERS:
             continue
-        cfg_networks.setdefault(net.name, []).append({
-            "sandbox": sb.name, "names": sandbox_names(sb) + list(ep.aliases),
-            "ipv4": _ip(ep.ipv4), "ipv6": _ip(ep.ipv6)})
-        entry = cfg_sandboxes.setdefault(sb.name, {"netns": sb.netns_path, "networks": [],
+        net_name, dummy_driver, internal = net
+        sb_name, netns, hostname, dns_hostname, upstreams = sb
+        names = [n for n in dict.fromkeys([sb_name, dns_hostname or hostname]) if n]
+        cfg_networks.setdefault(net_name, []).append({
+            "sandbox": sb_name, "names": names + json.loads(aliases or "[]"),
+            "ipv4": _ip(ipv4), "ipv6": _ip(ipv6)})
+        entry = cfg_sandboxes.setdefault(sb_name, {"netns": netns, "networks": [],
                                                    "forward": False})
-        entry["networks"].append(net.name)
-        entry["forward"] = entry["forward"] or not net.internal
-        if sb.dns.get("upstreams"):
-            entry["upstreams"] = list(sb.dns["upstreams"])
+        entry["networks"].append(net_name)
+        entry["forward"] = entry["forward"] or not internal
+        if upstreams and upstreams != "[]":
+            entry["upstreams"] = json.loads(upstreams)
     settings = resolver_settings(store)
     return service.resolver_config(cfg_sandboxes, cfg_networks, ttl=settings.get("ttl"),
                                    upstreams=settings.get("upstreams") or [],

@@ -178,8 +178,18 @@ def _ephemeral(req, cport, targets, previous, taken, host, where):
 class HostPorts:
     """The host's port facts, read from /proc in the calling thread's namespace.
 
-    Tests substitute an object with the same four methods.
+    Tests substitute an object with the same four methods. Socket tables are read once
+    per protocol and instance: /proc/net/tcp walks the kernel's whole socket hash
+    (~1 ms a read here), and one request may check many ports.
     """
+
+    def __init__(self):
+        self._sockets = {}
+
+    def _table(self, protocol):
+        if protocol not in self._sockets:
+            self._sockets[protocol] = list(_sockets(protocol))
+        return self._sockets[protocol]
 
     def port_range(self):
         """(low, high) of ``net.ipv4.ip_local_port_range``."""
@@ -198,12 +208,12 @@ class HostPorts:
 
     def bound(self, protocol):
         """Every local port of ``protocol`` used by a host socket (any state)."""
-        return {port for port, dummy, dummy2 in _sockets(protocol)}
+        return {port for port, dummy, dummy2 in self._table(protocol)}
 
     def listening(self, protocol, port):
         """Addresses (str; None = unknown, i.e. all) on which a host socket listens
         on ``port`` (TCP: LISTEN state; UDP and SCTP: any bound socket)."""
-        return [ip for p, ip, listening in _sockets(protocol) if p == port and listening]
+        return [ip for p, ip, listening in self._table(protocol) if p == port and listening]
 
 
 def parse_port_list(text):
