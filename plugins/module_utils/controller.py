@@ -95,21 +95,24 @@ class Engine:
         self.store = None
         self.netlink = None
         self._firewall = None
+        self._read_only = False
 
     # ------------------------------------------------------------------------------
     # session
     # ------------------------------------------------------------------------------
     def _open(self):
-        if self.check_mode and not os.path.exists(os.path.join(self.state_dir,
-                                                               C.STORE_FILE)):
-            # check mode on a fresh host must create nothing, not even the database
+        fresh = not os.path.exists(os.path.join(self.state_dir, C.STORE_FILE))
+        if (self.check_mode or self._read_only) and fresh:
+            # check mode (or a read) on a fresh host creates nothing, not even the database
             self.store = Store.open_memory()
         else:
             self.store = Store.open(self.state_dir)
         self.netlink = Netlink()
         self._ensure_predefined()
-        if not self.check_mode:
+        if not self.check_mode and not self._read_only:
             self._recover()
+        if not self.check_mode and not fresh:
+            # every module run, info modules included, brings a dead resolver back
             self._revive_resolver()
 
     def _close(self):
@@ -1211,7 +1214,7 @@ class Engine:
 
         Never fails for a missing name: ``exists`` is False.
         """
-        self.check_mode = True  # reading only: never create the store
+        self._read_only = True  # never creates the store
         return self._run(self._network_info, params)
 
     def _network_info(self, params):
@@ -1240,7 +1243,7 @@ class Engine:
 
     def sandbox_info(self, params):
         """cnm_sandbox_info: sandboxes (all, or ``name``) with endpoints and DNS config."""
-        self.check_mode = True
+        self._read_only = True
         return self._run(self._sandbox_info, params)
 
     def _sandbox_info(self, params):
