@@ -6,7 +6,6 @@ Called by the controller after every change of sandboxes, endpoints or DNS setti
 the sandboxes the operation touched, so the cost of an attach does not grow with the
 number of sandboxes.
 """
-import ipaddress
 import json
 import os
 
@@ -24,7 +23,8 @@ def resolver_settings(store):
 
 
 def _ip(cidr):
-    return str(ipaddress.ip_interface(cidr).ip) if cidr else None
+    """The address part of a stored (already normalised) ``ip/prefix``."""
+    return cidr.split("/", 1)[0] if cidr else None
 
 
 def build_config(store):

@@ -7,6 +7,8 @@ integers: memory grows with the number of endpoints, never with the subnet, so a
 IPv6 /64 costs the same as a /24. A free-address counter makes a full pool fail at once
 instead of after walking every address.
 """
+import socket
+
 from ..errors import ConflictError, PoolExhaustedError, ValidationError
 from .config import normalise_address
 
@@ -62,6 +64,19 @@ class AddressAllocator:
 
     def _to_int(self, address, field):
         """Return the integer of ``address``, or None if it cannot be in this subnet."""
+        if isinstance(address, str):
+            # fast path for the store's plain strings (every allocation of a network is
+            # read on each attach): inet_pton instead of ipaddress's parser
+            try:
+                raw = socket.inet_pton(socket.AF_INET if self._version == 4
+                                       else socket.AF_INET6, address)
+            except OSError:
+                raw = None
+            if raw is not None:
+                n = int.from_bytes(raw, "big")
+                net = self._subnet
+                first = int(net.network_address)
+                return n if first <= n < first + net.num_addresses else None
         value = normalise_address(address, field)
         if value.version != self._version or value not in self._subnet:
             return None
