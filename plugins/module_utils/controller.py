@@ -216,7 +216,7 @@ class Engine:
             return None
         from .firewall.model import NetworkRules, PortMapping
         if endpoints is None:
-            docs = [p for dummy, ports in self.store.published_ports(net.id) for p in ports]
+            docs = [p for row in self.store.published_ports(net.id) for p in row[3]]
         else:
             docs = [p for ep in endpoints for p in ep.ports]
         ports = [PortMapping.from_dict(p) for p in docs]
@@ -228,17 +228,24 @@ class Engine:
                                  "masquerade"),
             internal=net.internal, ports=tuple(sorted(ports)))
 
-    def _sync_firewall(self, net, endpoints=None, remove=False, old_ports=None):
+    def _sync_firewall(self, net, endpoints=None, remove=False, old_ports=None,
+                       new_ports=None):
         """Apply the difference between the active and the desired rules of ``net``.
 
         The store keeps the network's last applied rules without ports (ports live on
         the endpoints), so saving a network does not grow with its mappings. Callers
-        that change ports pass ``old_ports``: the network's mappings before the change.
+        that change ports pass ``old_ports``: the network's mappings before the change
+        (and may pass ``new_ports``, the mappings after it, to save a store read).
         """
         if net.driver != "bridge" or self.firewall.name == "none":
             return
         from .firewall.model import NetworkRules
-        new = None if remove else self._firewall_rules(net, endpoints)
+        if remove:
+            new = None
+        elif new_ports is not None:
+            new = dataclasses.replace(self._firewall_rules(net, []), ports=new_ports)
+        else:
+            new = self._firewall_rules(net, endpoints)
         old = None
         if net.firewall:
             if old_ports is None:
@@ -1406,11 +1413,18 @@ class Engine:
                                   field="network")
         return sb, bridged[0][1], bridged[0][0]
 
-    def _published_elsewhere(self, ep):
+    def _published(self, ep):
+        """(mappings of every other endpoint with their sandbox names, all mappings of
+        ``ep``'s network before the change): one read of the store for both."""
         from .firewall.model import PortMapping
-        return [(PortMapping.from_dict(doc), name)
-                for name, docs in self.store.published_ports(exclude_endpoint=ep.id)
-                for doc in docs]
+        elsewhere, network = [], []
+        for ep_id, net_id, name, docs in self.store.published_ports():
+            mappings = [PortMapping.from_dict(doc) for doc in docs]
+            if ep_id != ep.id:
+                elsewhere.extend((m, name) for m in mappings)
+            if net_id == ep.network_id:
+                network.extend(mappings)
+        return elsewhere, tuple(sorted(network))
 
     def _port_op(self, sandbox, network, state, requested, exclusive):
         from .firewall.model import PortMapping
@@ -1427,6 +1441,7 @@ class Engine:
             raise ValidationError("ports can only be published on bridge networks (network "
                                   "%s uses %s)" % (net.name, net.driver), field="network")
         current = sorted(PortMapping.from_dict(d) for d in ep.ports)
+        elsewhere, old_ports = self._published(ep)
         if state == "present":
             keys = {(r.protocol, port) for r in requested
                     for port in range(r.container_start, r.container_end + 1)}
@@ -1437,7 +1452,7 @@ class Engine:
             mapped = allocate_ports(
                 requested, _plain_ip(ep.ipv4), _plain_ip(ep.ipv6),
                 net.options.get(C.OPT_HOST_BINDING_IPV4),
-                self._published_elsewhere(ep) + [(m, sb.name) for m in kept],
+                elsewhere + [(m, sb.name) for m in kept],
                 current, internal=net.internal)
             # mappings of a re-named container port stay too when they bind another
             # address (80->8080 and 127.0.0.1:8081->80 from two tasks both live)
@@ -1466,11 +1481,11 @@ class Engine:
                           + ["withdraw %s" % _describe_mapping(m) for m in removed])
         if self.check_mode:
             return result
-        old_ports = self._firewall_rules(net).ports
         ep.ports = [m.to_dict() for m in wanted]
         self._save_endpoint(ep)
+        new_ports = tuple(sorted((set(old_ports) - set(current)) | set(wanted)))
         try:
-            self._sync_firewall(net, old_ports=old_ports)
+            self._sync_firewall(net, old_ports=old_ports, new_ports=new_ports)
         except CnmError:
             ep.ports = [m.to_dict() for m in current]  # the batch failed whole: undo
             self._save_endpoint(ep)

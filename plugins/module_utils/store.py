@@ -163,22 +163,22 @@ class Store:
         sql = "SELECT doc FROM %s %s ORDER BY rowid" % (table, ("WHERE " + where) if where else "")
         return [json.loads(r[0]) for r in self.conn.execute(sql, args)]
 
-    def published_ports(self, network_id=None, exclude_endpoint=None):
-        """[(sandbox name, [mapping dicts])] of endpoints that publish ports.
+    def published_ports(self, network_id=None):
+        """[(endpoint id, network id, sandbox name, [mapping dicts])] of the endpoints
+        that publish ports (of ``network_id`` only, if given).
 
         Only the ``ports`` arrays are decoded (json_extract in SQLite), not whole
         endpoint documents: this runs on every attach and port change.
         """
-        sql = ("SELECT json_extract(doc, '$.sandbox_name'), json_extract(doc, '$.ports') "
-               "FROM endpoints WHERE json_array_length(json_extract(doc, '$.ports')) > 0")
+        sql = ("SELECT id, network_id, json_extract(doc, '$.sandbox_name'), "
+               "json_extract(doc, '$.ports') FROM endpoints "
+               "WHERE json_array_length(json_extract(doc, '$.ports')) > 0")
         args = []
         if network_id is not None:
             sql += " AND network_id = ?"
             args.append(network_id)
-        if exclude_endpoint is not None:
-            sql += " AND id != ?"
-            args.append(exclude_endpoint)
-        return [(name, json.loads(ports)) for name, ports in self.conn.execute(sql, args)]
+        return [(ep_id, net_id, name, json.loads(ports))
+                for ep_id, net_id, name, ports in self.conn.execute(sql, args)]
 
     # -- settings -------------------------------------------------------------------
     def get_setting(self, key, default=None):
