@@ -232,6 +232,25 @@ def print_ping_matrix(names):
 
 
 # -- cleanup ---------------------------------------------------------------------------
+def print_dns_and_ports():
+    """What the embedded DNS answers (dig @127.0.0.11) and web's published port."""
+    print("\nEmbedded DNS (dig @127.0.0.11 inside a sandbox)")
+    rows = []
+    for src, name in (("api", "web"), ("api", "db"), ("api", "redis"), ("cache", "api.internal"),
+                      ("web", "db")):
+        out = nsenter(os.path.join(NETNS_DIR, src),
+                      ["dig", "+short", "+time=2", "+tries=1", "@127.0.0.11", name],
+                      check=False).stdout.split()
+        rows.append((src, name, ", ".join(out) or "(no answer: not on a shared network)"))
+    table(rows, ("from", "name", "answer"))
+    web = [a for a in sandbox_interfaces("web") if a[1]]
+    if web:
+        out = nsenter(NETNS_PATH, ["sh", "-c", "nft list map inet cnm dnat4-any 2>/dev/null"
+                                               " | grep -o 'tcp . 8080 : [0-9.]* . 80'"],
+                      check=False).stdout.strip()
+        print("\nPublished port: host 8080/tcp -> web:80  (nft: %s)" % (out or "see nft list ruleset"))
+
+
 def _ns_inode(path):
     try:
         return os.stat(path).st_ino
@@ -291,6 +310,7 @@ def main():
     print_networks(networks, error)
     print_sandboxes(names)
     print_ping_matrix(names)
+    print_dns_and_ports()
     print("\nInspect: nsenter --net=%s ip addr   |   nsenter --net=%s/web ip route"
           % (NETNS_PATH, NETNS_DIR))
     print("Remove:  make demo-clean")
