@@ -18,21 +18,13 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 import conftest  # noqa: E402,F401 pylint: disable=unused-import
+from benchlib import ms, stats  # noqa: E402
 from harness import SimHost, in_netns  # noqa: E402
 
 from ansible_collections.cnm.core.plugins.module_utils.controller import Engine  # noqa: E402
 
 TARGETS = {"attach_ms": 25, "detach_ms": 25, "serial_100_s": 2.5}
 
-
-def ms(seconds):
-    return round(seconds * 1000, 2)
-
-
-def stats(samples):
-    s = sorted(samples)
-    return {"median_ms": ms(statistics.median(s)),
-            "p90_ms": ms(s[min(len(s) - 1, int(len(s) * 0.9))]), "n": len(s)}
 
 
 class Bench:

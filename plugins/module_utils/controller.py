@@ -640,7 +640,7 @@ class Engine:
             if not self.check_mode:
                 errors = self._remove_sandbox(sb)
                 result.warnings.extend(errors)
-                self._sync_dns_safely(result)
+                self._sync_dns_safely(result, sb)
             return result
         result = Result()
         if sb is None:

@@ -116,8 +116,13 @@ def sync(engine, sandboxes=()):
     config_changed = service.write_resolver_config(engine.run_dir, config)
     changed |= config_changed
     settings = resolver_settings(engine.store)
+    gone = [sb for sb in sandboxes if engine.store.get("sandboxes", sb.id) is None]
     if config["sandboxes"] and settings.get("state", "started") == "started":
-        if not service.ensure_resolver(engine.state_dir, engine.run_dir) and config_changed:
+        started = service.ensure_resolver(engine.state_dir, engine.run_dir)
+        if gone and config_changed and not started:
+            # a removed sandbox's sockets keep its namespace (and veths) alive until
+            # the resolver lets go: make it re-read now, not at its next 200 ms poll;
+            # additions need no signal (and reloading per attach competes for CPU)
             _reload(service, engine.run_dir)
     for sb in sandboxes:
         if sb.mode != "own" or engine.store.get("sandboxes", sb.id) is None:
