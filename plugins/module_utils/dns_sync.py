@@ -10,6 +10,7 @@ import json
 import os
 
 from . import constants as C
+from .errors import KernelError
 from .model import Endpoint
 
 DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the resolver
@@ -116,14 +117,17 @@ def sync(engine, sandboxes=()):
     config_changed = service.write_resolver_config(engine.run_dir, config)
     changed |= config_changed
     settings = resolver_settings(engine.store)
-    gone = [sb for sb in sandboxes if engine.store.get("sandboxes", sb.id) is None]
     if config["sandboxes"] and settings.get("state", "started") == "started":
         started = service.ensure_resolver(engine.state_dir, engine.run_dir)
-        if gone and config_changed and not started:
-            # a removed sandbox's sockets keep its namespace (and veths) alive until
-            # the resolver lets go: make it re-read now, not at its next 200 ms poll;
-            # additions need no signal (and reloading per attach competes for CPU)
+        if config_changed and not started:
+            # re-read now, not at the next 200 ms poll: a new sandbox must answer as soon
+            # as this run returns, and a removed one's sockets (which keep its namespace
+            # and veths alive) must go
             _reload(service, engine.run_dir)
+        for sb in sandboxes:
+            entry = config["sandboxes"].get(sb.name)
+            if entry is not None:
+                _wait_listening(entry["netns"])
     for sb in sandboxes:
         if sb.mode != "own" or engine.store.get("sandboxes", sb.id) is None:
             continue
@@ -142,6 +146,25 @@ def _reload(service, run_dir):
             os.kill(pid, signal.SIGHUP)
         except OSError:
             pass
+
+
+def _wait_listening(netns, timeout=1.0):
+    """Return once the resolver listens on 127.0.0.11:53 inside ``netns`` (bounded):
+    a workload started right after this run gets answers from its first query."""
+    import time
+    from .netns import namespace
+    from .ports.allocator import diag_sockets
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with namespace.entered(netns):
+                found = any(port == C.DNS_PORT and ip == C.DNS_LISTEN_ADDRESS
+                            for port, ip, dummy in diag_sockets("udp"))
+        except (OSError, KernelError):
+            return  # the namespace vanished meanwhile: nothing to wait for
+        if found or time.monotonic() > deadline:
+            return
+        time.sleep(0.002)
 
 
 def ensure_running(engine):

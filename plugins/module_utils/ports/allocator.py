@@ -257,7 +257,7 @@ _TCP_LISTEN_STATE = 10
 _ALL_STATES = 0xFFFFFFFF
 
 
-def _diag_sockets(protocol):
+def diag_sockets(protocol):
     """(port, address, listening) from NETLINK_SOCK_DIAG (the calling thread's netns).
 
     TCP asks for listening sockets only: the kernel then walks just its listening hash,
@@ -297,7 +297,7 @@ def _sockets(protocol):
     out = []
     if protocol in ("tcp", "udp"):
         try:
-            return _diag_sockets(protocol)
+            return diag_sockets(protocol)
         except OSError:
             pass  # no sock_diag: fall back to /proc
         for name in (protocol, protocol + "6"):
