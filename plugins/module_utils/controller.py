@@ -73,9 +73,6 @@ PREDEFINED = {"host": "host", "none": "null"}
 LOOPBACK_INDEX = 1  # loopback is interface 1 in every network namespace
 
 
-class _NoFirewall:
-    name = "none"
-
 
 def _predefined_network(name):
     return Network(id=fixed_id(name), name=name, driver=PREDEFINED[name], predefined=True,
@@ -201,13 +198,12 @@ class Engine:
     # ------------------------------------------------------------------------------
     @property
     def firewall(self):
+        """The firewall backend of this run, chosen once (``auto`` probes nftables, then
+        iptables); drivers never decide firewalling. Raises ValidationError for an
+        unknown name, DependencyError when no backend works."""
         if self._firewall is None:
-            try:
-                from .firewall import get_backend
-            except ImportError:  # firewall package not present (partial install)
-                self._firewall = _NoFirewall()
-            else:
-                self._firewall = get_backend(self.firewall_backend)
+            from .firewall import get_backend
+            self._firewall = get_backend(self.firewall_backend)
         return self._firewall
 
     def _firewall_rules(self, net, endpoints=None):
@@ -485,7 +481,8 @@ class Engine:
                 "their addresses where possible); set force: true to do it"
                 % ("; ".join(rebuild.describe()), cur.name), field=rebuild.paths()[0])
         driver = get_driver(cur.driver)
-        drift = driver.network_drift(cur, self.netlink) + self._firewall_drift(cur)
+        fw_drift = self._firewall_drift(cur)
+        drift = driver.network_drift(cur, self.netlink) + fw_drift
         ep_drift = []
         if not rebuild and cur.driver == "bridge" and any("bridge" in d for d in drift):
             # a re-created bridge needs its veths enslaved again
@@ -522,16 +519,12 @@ class Engine:
                 driver.setup_endpoint(cur, sb, ep, self.netlink)
                 self._sync_routes(sb)
             if cur.driver == "bridge":
-                if any(d for d in drift if "bridge" not in d and "gateway" not in d
-                       and "mtu" not in d):
-                    from .firewall.model import NetworkRules  # rules lost: put them back
+                if fw_drift:
+                    # rules deleted by hand (or a flush): put this network's back whole
                     rules = self._firewall_rules(cur)
-                    self.firewall.restore_network(rules) if hasattr(
-                        self.firewall, "restore_network") else self.firewall.apply(
-                        None, rules)
+                    self.firewall.restore_network(rules)
                     cur.firewall = _rules_base(rules)
                     self._save_network(cur)
-                    del NetworkRules
                 else:
                     self._sync_firewall(cur)
             if inplace and cur.driver == "bridge":

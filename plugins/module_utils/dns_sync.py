@@ -164,7 +164,7 @@ def _wait_listening(netns, timeout=1.0):
             return  # the namespace vanished meanwhile: nothing to wait for
         if found or time.monotonic() > deadline:
             return
-        time.sleep(0.002)
+        time.sleep(0.0005)
 
 
 def ensure_running(engine):
