@@ -23,7 +23,6 @@ from harness import SimHost, in_netns  # noqa: E402
 from ansible_collections.cnm.core.plugins.module_utils.controller import Engine  # noqa: E402
 
 
-
 class Bench:
     def __init__(self, host, firewall):
         self.host = host

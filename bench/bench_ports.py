@@ -26,7 +26,6 @@ from ansible_collections.cnm.core.plugins.module_utils.controller import Engine 
 TARGETS = {"attach_ms": 25, "detach_ms": 25, "serial_100_s": 2.5}
 
 
-
 class Bench:
     """Engine calls inside the host namespace (the caller has entered it)."""
 

@@ -73,7 +73,6 @@ PREDEFINED = {"host": "host", "none": "null"}
 LOOPBACK_INDEX = 1  # loopback is interface 1 in every network namespace
 
 
-
 def _predefined_network(name):
     return Network(id=fixed_id(name), name=name, driver=PREDEFINED[name], predefined=True,
                    created="1970-01-01T00:00:00Z")
