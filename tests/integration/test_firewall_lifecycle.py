@@ -8,12 +8,11 @@ is accepted by the kernel and reads back as in sync.
 """
 import itertools
 import json
-import os
 
 import pytest
 
 from harness import in_netns
-from test_firewall_traffic import BACKENDS, H1_LAN, H2_LAN, Lab
+from test_firewall_traffic import BACKENDS, H1_LAN, H2_LAN
 
 from ansible_collections.cnm.core.plugins.module_utils.firewall import get_backend
 from ansible_collections.cnm.core.plugins.module_utils.firewall.iptables import (
@@ -25,17 +24,6 @@ from ansible_collections.cnm.core.plugins.module_utils.firewall.model import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(params=BACKENDS)
-def lab(request, make_host):
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    lab = Lab(make_host, request.param)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 def ruleset(host):

@@ -8,7 +8,6 @@ everything is removed at the end (fixtures with finally).
 """
 import hashlib
 import ipaddress
-import os
 import subprocess
 import time
 
@@ -205,17 +204,6 @@ class Lab:
                 proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-
-
-@pytest.fixture(params=BACKENDS)
-def lab(request, make_host):
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
-    lab = Lab(make_host, request.param)
-    try:
-        yield lab
-    finally:
-        lab.close()
 
 
 # -- published ports -------------------------------------------------------------------
