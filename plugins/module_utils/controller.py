@@ -16,7 +16,8 @@ from . import validation as V
 from .difference import DifferenceTracker
 from .drivers import get_driver
 from .errors import CnmError, ConflictError, NotFoundError, ValidationError
-from .ipam.allocator import AddressAllocator, pool_containing
+from .firewall.model import PortMapping
+from .ipam.allocator import AddressAllocator, AllocationLookup, pool_containing
 from .ipam.config import PoolConfig, normalise_address, parse_ipam_config
 from .ipam.mac import generate_mac, mac_from_ip, normalise_mac
 from .ipam.pools import choose_subnet, find_overlap
@@ -835,9 +836,13 @@ class Engine:
         return "eth%d" % n
 
     def _allocators(self, net):
-        allocated = list(self.store.allocations(net.id))
+        """(pools, one AddressAllocator per pool) of ``net``, asking the store about
+        single addresses (an attach reads a few rows, not every allocation)."""
+        lookup = AllocationLookup(
+            lambda address: self.store.is_allocated(net.id, address),
+            lambda: list(self.store.allocations(net.id)))
         pools = [PoolConfig.from_dict(p) for p in net.pools]
-        return pools, [AddressAllocator(pool, allocated, net.ipam_last.get(str(pool.subnet)))
+        return pools, [AddressAllocator(pool, lookup, net.ipam_last.get(str(pool.subnet)))
                        for pool in pools]
 
     def _assign_addresses(self, net, ep, spec=None, keep=False, persist=True):
@@ -998,7 +1003,6 @@ class Engine:
             diff.add("interface_name", ep.ifname, spec["ifname"])
         # validate new addresses before anything changes
         if readdress:
-            probe = dataclasses.replace(ep, static=dict(ep.static))
             pools, allocs = self._allocators(net)
             for key, address in readdress.items():
                 pool = pool_containing(pools, address)
@@ -1009,7 +1013,6 @@ class Engine:
                                           % (net.name, address.version),
                                           field="%s_address" % key)
                 target.reserve(address, "%s_address" % key)
-            del probe
         # drift
         drift = []
         sandbox_missing = not namespace.is_netns(sb.netns_path)

@@ -198,6 +198,13 @@ class Store:
         return dict(self.conn.execute(
             "SELECT address, owner FROM allocations WHERE network_id=?", (network_id,)))
 
+    def is_allocated(self, network_id, address):
+        """True when ``address`` (normal string form) is allocated in ``network_id``
+        (one primary-key lookup)."""
+        return self.conn.execute(
+            "SELECT 1 FROM allocations WHERE network_id=? AND address=?",
+            (network_id, address)).fetchone() is not None
+
     def allocate(self, network_id, address, owner):
         with self.transaction():
             self.conn.execute("INSERT INTO allocations VALUES (?,?,?)",

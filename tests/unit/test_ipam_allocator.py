@@ -10,6 +10,7 @@ from ansible_collections.cnm.core.plugins.module_utils.errors import (
 )
 from ansible_collections.cnm.core.plugins.module_utils.ipam.allocator import (
     AddressAllocator,
+    AllocationLookup,
     allocator_for,
     pool_containing,
 )
@@ -278,3 +279,64 @@ def test_pool_containing_finds_the_pool_of_a_static_address():
     pools = parse_ipam_config([{"subnet": "10.1.0.0/24"}, {"subnet": "10.2.0.0/24"}], False)
     assert pool_containing(pools, "10.2.0.9") is pools[1]
     assert pool_containing(pools, "10.3.0.9") is None
+
+
+# --- allocations asked one at a time (AllocationLookup) -------------------------------------
+
+class CountingStore:
+    """Stands in for the store's allocations table: counts what the allocator reads."""
+
+    def __init__(self, addresses):
+        self.addresses = set(addresses)
+        self.asked = 0
+        self.loads = 0
+
+    def lookup(self):
+        def contains(text):
+            self.asked += 1
+            return text in self.addresses
+
+        def load():
+            self.loads += 1
+            return sorted(self.addresses)
+        return AllocationLookup(contains, load)
+
+
+def test_lazy_allocator_asks_a_few_addresses_not_every_allocation():
+    taken = ["10.1.%d.%d" % (i // 250, i % 250 + 2) for i in range(1000)]
+    store = CountingStore(taken)
+    alloc = AddressAllocator(pool(subnet="10.1.0.0/16"), store.lookup(), last=taken[-1])
+    got = alloc.allocate()
+    assert got == ip(taken[-1]) + 1
+    assert store.loads == 0 and store.asked == 1
+
+
+def test_lazy_allocator_skips_taken_addresses_ahead_and_wraps_like_the_eager_one():
+    taken = ["10.1.0.%d" % i for i in (2, 3, 5, 254)]
+    for last in (None, "10.1.0.2", "10.1.0.253"):
+        lazy = AddressAllocator(pool(subnet="10.1.0.0/24"), CountingStore(taken).lookup(),
+                                last=last)
+        eager = AddressAllocator(pool(subnet="10.1.0.0/24"), taken, last=last)
+        assert [lazy.allocate() for i in range(3)] == [eager.allocate() for i in range(3)]
+
+
+def test_lazy_allocator_reads_everything_when_the_addresses_ahead_are_taken():
+    subnet = ipaddress.ip_network("10.1.0.0/24")
+    taken = [str(a) for a in subnet.hosts()][1:]          # all but the gateway
+    store = CountingStore(taken)
+    alloc = AddressAllocator(pool(subnet="10.1.0.0/24"), store.lookup())
+    with pytest.raises(PoolExhaustedError):
+        alloc.allocate()
+    assert store.loads == 1
+    store = CountingStore(taken[:-1])                     # one left at the very end
+    alloc = AddressAllocator(pool(subnet="10.1.0.0/24"), store.lookup())
+    assert alloc.allocate() == ip(taken[-1]) and store.loads == 1
+
+
+def test_lazy_allocator_refuses_a_static_address_the_store_holds():
+    store = CountingStore(["fd00::5"])
+    alloc = AddressAllocator(pool(subnet="fd00::/64", enable_ipv6=True), store.lookup())
+    with pytest.raises(ConflictError, match="already in use"):
+        alloc.reserve("fd00::5")
+    assert alloc.reserve("fd00::6") == ip("fd00::6") and alloc.is_allocated("fd00::6")
+    assert store.loads == 0

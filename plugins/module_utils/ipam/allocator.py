@@ -12,6 +12,23 @@ import socket
 from ..errors import ConflictError, PoolExhaustedError, ValidationError
 from .config import normalise_address
 
+PROBE_LIMIT = 64  # addresses asked one by one before reading every allocation
+
+
+class AllocationLookup:
+    """Allocations kept elsewhere (the store), asked for one address at a time.
+
+    ``contains(text)`` tells whether one address (its normal string form) is allocated;
+    ``load()`` returns every allocated address. Passed as ``allocated`` to
+    AddressAllocator, it lets an attach look at a few addresses ahead of the last one
+    instead of reading every allocation of the network, so its cost does not grow
+    with the number of endpoints; everything is read only when those few are taken.
+    """
+
+    def __init__(self, contains, load):
+        self.contains = contains
+        self.load = load
+
 
 class AddressAllocator:
     """Hands out and reserves endpoint addresses of one PoolConfig.
@@ -47,8 +64,12 @@ class AddressAllocator:
 
         self._allocated = set()
         self._used_in_range = 0  # allocated addresses in [lo, hi] that are not reserved
-        for address in allocated:
-            self._add(self._to_int(address, "allocated"))
+        self._lookup = None      # AllocationLookup not read whole yet
+        if isinstance(allocated, AllocationLookup):
+            self._lookup = allocated
+        else:
+            for address in allocated:
+                self._add(self._to_int(address, "allocated"))
         self._capacity = (self._hi - self._lo + 1) - sum(
             1 for r in reserved if self._lo <= r <= self._hi)
 
@@ -92,6 +113,31 @@ class AddressAllocator:
     def _make(self, n):
         return self._subnet.network_address.__class__(n)
 
+    def _text(self, n):
+        return str(self._make(n))  # the form the store keeps (ipaddress's str)
+
+    def _taken(self, n):
+        if n in self._allocated:
+            return True
+        return self._lookup is not None and self._lookup.contains(self._text(n))
+
+    def _read_all(self):
+        """Turn a lazy allocator into a complete one (every allocation read)."""
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            for address in lookup.load():
+                self._add(self._to_int(address, "allocated"))
+
+    def _probe(self, start):
+        """The first free address among PROBE_LIMIT from ``start`` (lazy mode), or None."""
+        lo, hi = self._lo, self._hi
+        n = start
+        for dummy in range(min(PROBE_LIMIT, hi - lo + 1)):
+            if n not in self._reserved and not self._taken(n):
+                return n
+            n = n + 1 if n < hi else lo
+        return None
+
     def _where(self):
         if self._pool.ip_range is not None:
             return "ip_range %s of %s" % (self._pool.ip_range, self._subnet)
@@ -109,7 +155,9 @@ class AddressAllocator:
         return None if self._last is None else self._make(self._last)
 
     def free_count(self):
-        """Number of addresses ``allocate()`` could still hand out. Raises nothing."""
+        """Number of addresses ``allocate()`` could still hand out. Raises nothing
+        (reads every allocation of a lazy allocator first)."""
+        self._read_all()
         return self._capacity - self._used_in_range
 
     def allocate(self):
@@ -124,10 +172,16 @@ class AddressAllocator:
 
         Raises PoolExhaustedError when no address is free.
         """
-        if self.free_count() <= 0:
-            raise PoolExhaustedError("no free address left in %s" % self._where())
         lo, hi = self._lo, self._hi
         start = self._last + 1 if self._last is not None and lo <= self._last < hi else lo
+        if self._lookup is not None:
+            n = self._probe(start)
+            if n is not None:
+                self._add(n)
+                self._last = n
+                return self._make(n)
+        if self.free_count() <= 0:
+            raise PoolExhaustedError("no free address left in %s" % self._where())
         taken, reserved = self._allocated, self._reserved
         n = start
         while n in taken or n in reserved:
@@ -172,7 +226,7 @@ class AddressAllocator:
                 raise ValidationError("%s is reserved as auxiliary address %r of %s"
                                       % (value, name, subnet), field=field)
         n = int(value)
-        if n in self._allocated:
+        if self._taken(n):
             raise ConflictError("%s is already in use" % value, field=field)
         self._add(n)
         return value
@@ -184,6 +238,7 @@ class AddressAllocator:
         does nothing, so teardown can run twice. Does not move ``last`` (so the address is
         not reused at once). Raises ValidationError only if ``address`` does not parse.
         """
+        self._read_all()
         n = self._to_int(address, "address")
         if n is None or n not in self._allocated:
             return
@@ -197,7 +252,7 @@ class AddressAllocator:
         Raises ValidationError only if ``address`` does not parse.
         """
         n = self._to_int(address, "address")
-        return n is not None and n in self._allocated
+        return n is not None and self._taken(n)
 
     def contains(self, address):
         """True if ``address`` lies inside this pool's subnet (ip_range not considered).
@@ -209,6 +264,7 @@ class AddressAllocator:
 
     def allocated_addresses(self):
         """All allocated addresses of this subnet, sorted, as ipaddress objects (for the store)."""
+        self._read_all()
         return [self._make(n) for n in sorted(self._allocated)]
 
 
