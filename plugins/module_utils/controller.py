@@ -258,17 +258,47 @@ class Engine:
             if not remove:
                 self._save_network(net)
 
+    def _sync_ports(self, net, before, after):
+        """Publish/withdraw the mappings of one endpoint of ``net``: ``before`` and
+        ``after`` are that endpoint's PortMapping lists (the store already holds
+        ``after``). Called on every port change, endpoint removal and re-address.
+
+        Only this endpoint's mappings are read and compared, so the cost does not grow
+        with the network's other mappings; the backend asks for the network's complete
+        lists only when the kernel refuses the difference (drift) or the network's own
+        rules changed too.
+        """
+        if net.driver != "bridge" or self.firewall.name == "none":
+            return
+        from .firewall.model import NetworkRules
+        current = self._firewall_rules(net, [])
+        if not net.firewall or _rules_base(current) != net.firewall:
+            return self._sync_firewall(net)  # not only ports: the whole rule set
+        old = dataclasses.replace(NetworkRules.from_dict(net.firewall),
+                                  ports=tuple(sorted(before)))
+        new = dataclasses.replace(current, ports=tuple(sorted(after)))
+        if old == new:
+            return
+
+        def complete():
+            everything = self._firewall_rules(net).ports
+            others = set(everything) - set(after)
+            return (dataclasses.replace(old, ports=tuple(sorted(others | set(before)))),
+                    dataclasses.replace(new, ports=everything))
+        self.firewall.apply(old, new, complete=complete)
+
     def _firewall_drift(self, net):
         if net.driver != "bridge" or self.firewall.name == "none":
             return []
         rules = self._firewall_rules(net)
         return self.firewall.check(rules)
 
-    def _sync_dns(self, sandboxes=()):
-        """Rewrite the resolver configuration from the store (starting the resolver when
-        a sandbox needs it) and the name files of ``sandboxes``."""
+    def _sync_dns(self, sandboxes=(), full=False):
+        """Rewrite the resolver files of ``sandboxes`` (every sandbox with ``full``) from
+        the store, starting the resolver when a sandbox needs it, and the name files of
+        ``sandboxes``."""
         from . import dns_sync
-        return dns_sync.sync(self, sandboxes)
+        return dns_sync.sync(self, sandboxes, full=full)
 
     # ------------------------------------------------------------------------------
     # networks
@@ -1069,7 +1099,7 @@ class Engine:
         driver.setup_endpoint(net, sb, ep, self.netlink)
         self._sync_routes(sb)
         if old_ports is not None:
-            self._sync_firewall(net, old_ports=old_ports)
+            self._sync_ports(net, old_ports, [PortMapping.from_dict(p) for p in ep.ports])
         self._sync_dns_safely(result, sb)
         result.data["endpoint"] = shape.endpoint(ep, net, sb)
         return result
@@ -1095,12 +1125,12 @@ class Engine:
                 errors.append(str(exc))
         old_ports = None
         if net is not None and ep.ports and net.driver == "bridge":
-            old_ports = self._firewall_rules(net).ports
+            old_ports = [PortMapping.from_dict(p) for p in ep.ports]
         self.store.release(ep.network_id, owner=ep.id)
         self.store.delete("endpoints", ep.id)
         if old_ports is not None:
             try:
-                self._sync_firewall(net, old_ports=old_ports)
+                self._sync_ports(net, old_ports, [])
             except CnmError as exc:
                 errors.append(str(exc))
         if errors and not best_effort:
@@ -1408,18 +1438,19 @@ class Engine:
                                   field="network")
         return sb, bridged[0][1], bridged[0][0]
 
-    def _published(self, ep):
-        """(mappings of every other endpoint with their sandbox names, all mappings of
-        ``ep``'s network before the change): one read of the store for both."""
+    def _published(self, ep, requested):
+        """(mapping, sandbox name) of every other endpoint that a mapping of
+        ``requested`` could clash with: the holders of the host ports asked for (index
+        lookups), or every published mapping when an ephemeral port must be chosen."""
         from .firewall.model import PortMapping
-        elsewhere, network = [], []
-        for ep_id, net_id, name, docs in self.store.published_ports():
-            mappings = [PortMapping.from_dict(doc) for doc in docs]
-            if ep_id != ep.id:
-                elsewhere.extend((m, name) for m in mappings)
-            if net_id == ep.network_id:
-                network.extend(mappings)
-        return elsewhere, tuple(sorted(network))
+        if any(r.ephemeral for r in requested):
+            rows = self.store.published_ports()
+        else:
+            rows = self.store.port_holders(
+                port for r in requested for port in range(r.host_start,
+                                                          r.host_start + r.count))
+        return [(PortMapping.from_dict(doc), name)
+                for ep_id, dummy, name, docs in rows if ep_id != ep.id for doc in docs]
 
     def _port_op(self, sandbox, network, state, requested, exclusive):
         from .firewall.model import PortMapping
@@ -1436,8 +1467,8 @@ class Engine:
             raise ValidationError("ports can only be published on bridge networks (network "
                                   "%s uses %s)" % (net.name, net.driver), field="network")
         current = sorted(PortMapping.from_dict(d) for d in ep.ports)
-        elsewhere, old_ports = self._published(ep)
         if state == "present":
+            elsewhere = self._published(ep, requested)
             keys = {(r.protocol, port) for r in requested
                     for port in range(r.container_start, r.container_end + 1)}
             # without exclusive, mappings not named again stay, and the allocator must
@@ -1478,9 +1509,8 @@ class Engine:
             return result
         ep.ports = [m.to_dict() for m in wanted]
         self._save_endpoint(ep)
-        new_ports = tuple(sorted((set(old_ports) - set(current)) | set(wanted)))
         try:
-            self._sync_firewall(net, old_ports=old_ports, new_ports=new_ports)
+            self._sync_ports(net, current, wanted)
         except CnmError:
             ep.ports = [m.to_dict() for m in current]  # the batch failed whole: undo
             self._save_endpoint(ep)

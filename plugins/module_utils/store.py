@@ -27,6 +27,33 @@ CREATE TABLE IF NOT EXISTS allocations (
     network_id TEXT NOT NULL, address TEXT NOT NULL, owner TEXT NOT NULL,
     PRIMARY KEY (network_id, address));
 CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (sandbox_id);
+CREATE TABLE IF NOT EXISTS ports (
+    endpoint_id TEXT NOT NULL, network_id TEXT NOT NULL, sandbox_name TEXT,
+    host_port INTEGER NOT NULL, doc TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS ports_by_host_port ON ports (host_port);
+CREATE INDEX IF NOT EXISTS ports_by_endpoint ON ports (endpoint_id);
+CREATE INDEX IF NOT EXISTS ports_by_network ON ports (network_id);
+CREATE TRIGGER IF NOT EXISTS ports_after_insert AFTER INSERT ON endpoints BEGIN
+    DELETE FROM ports WHERE endpoint_id = NEW.id;
+    INSERT INTO ports SELECT NEW.id, NEW.network_id, json_extract(NEW.doc, '$.sandbox_name'),
+        json_extract(value, '$.host_port'), value FROM json_each(NEW.doc, '$.ports');
+END;
+CREATE TRIGGER IF NOT EXISTS ports_after_update AFTER UPDATE ON endpoints BEGIN
+    DELETE FROM ports WHERE endpoint_id = OLD.id;
+    INSERT INTO ports SELECT NEW.id, NEW.network_id, json_extract(NEW.doc, '$.sandbox_name'),
+        json_extract(value, '$.host_port'), value FROM json_each(NEW.doc, '$.ports');
+END;
+CREATE TRIGGER IF NOT EXISTS ports_after_delete AFTER DELETE ON endpoints BEGIN
+    DELETE FROM ports WHERE endpoint_id = OLD.id;
+END;
+"""
+# The ports table is an index of the endpoints' ``ports`` arrays, kept by the triggers
+# above: a port change looks up the host ports it asks for instead of decoding every
+# endpoint. Stores made before it existed are indexed once, when first opened.
+_PORTS_BACKFILL = """
+INSERT INTO ports SELECT e.id, e.network_id, json_extract(e.doc, '$.sandbox_name'),
+    json_extract(j.value, '$.host_port'), j.value FROM endpoints e, json_each(e.doc, '$.ports') j;
+INSERT OR REPLACE INTO meta VALUES ('ports_index', '1');
 """
 
 TABLES = ("networks", "sandboxes", "endpoints")
@@ -99,6 +126,12 @@ class Store:
         elif int(row[0]) > SCHEMA_VERSION:
             raise StoreError("state database schema %s is newer than this collection (%d)"
                              % (row[0], SCHEMA_VERSION))
+        if self.conn.execute("SELECT 1 FROM meta WHERE key='ports_index'").fetchone() is None:
+            with self.transaction():
+                self.conn.execute("DELETE FROM ports")
+                for statement in _PORTS_BACKFILL.split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
 
     def close(self):
         """Close the database and release the host lock."""
@@ -165,20 +198,25 @@ class Store:
 
     def published_ports(self, network_id=None):
         """[(endpoint id, network id, sandbox name, [mapping dicts])] of the endpoints
-        that publish ports (of ``network_id`` only, if given).
-
-        Only the ``ports`` arrays are decoded (json_extract in SQLite), not whole
-        endpoint documents: this runs on every attach and port change.
-        """
-        sql = ("SELECT id, network_id, json_extract(doc, '$.sandbox_name'), "
-               "json_extract(doc, '$.ports') FROM endpoints "
-               "WHERE json_array_length(json_extract(doc, '$.ports')) > 0")
-        args = []
+        that publish ports (of ``network_id`` only, if given), from the ports index."""
+        sql = "SELECT endpoint_id, network_id, sandbox_name, doc FROM ports"
+        args = ()
         if network_id is not None:
-            sql += " AND network_id = ?"
-            args.append(network_id)
-        return [(ep_id, net_id, name, json.loads(ports))
-                for ep_id, net_id, name, ports in self.conn.execute(sql, args)]
+            sql += " WHERE network_id = ?"
+            args = (network_id,)
+        return _grouped(self.conn.execute(sql + " ORDER BY rowid", args))
+
+    def port_holders(self, host_ports):
+        """Like ``published_ports`` but only the mappings of the given host port
+        numbers: what a new mapping of those ports may clash with (index lookups)."""
+        ports = sorted(set(int(p) for p in host_ports))
+        rows = []
+        for start in range(0, len(ports), 500):
+            chunk = ports[start:start + 500]
+            rows += self.conn.execute(
+                "SELECT endpoint_id, network_id, sandbox_name, doc FROM ports WHERE "
+                "host_port IN (%s) ORDER BY rowid" % ",".join("?" * len(chunk)), chunk)
+        return _grouped(rows)
 
     # -- settings -------------------------------------------------------------------
     def get_setting(self, key, default=None):
@@ -225,3 +263,14 @@ class Store:
 
     def count_allocations(self):
         return self.conn.execute("SELECT COUNT(*) FROM allocations").fetchone()[0]
+
+
+def _grouped(rows):
+    """Rows of the ports index grouped per endpoint, in the shape of published_ports."""
+    out = {}
+    for ep_id, net_id, name, doc in rows:
+        entry = out.get(ep_id)
+        if entry is None:
+            entry = out[ep_id] = (ep_id, net_id, name, [])
+        entry[3].append(json.loads(doc))
+    return list(out.values())

@@ -20,7 +20,7 @@ class FirewallBackend:
 
     name = "abstract"
 
-    def apply(self, old, new):
+    def apply(self, old, new, complete=None):
         """Make the kernel hold ``new`` for this network instead of ``old``.
 
         Called by the controller whenever a network's desired rules change (created:
@@ -31,6 +31,11 @@ class FirewallBackend:
         network of ours remains, every table/chain of ours is removed. Conntrack entries
         of removed mappings are flushed. Raises KernelError with the tool's message,
         ValidationError for unsafe input, DependencyError when the tool is missing.
+
+        ``complete``: given when ``old``/``new`` carry only the mappings of the endpoint
+        whose ports changed (the rest of the network is the same on both sides, so the
+        difference is the same). A backend that has to leave the difference path (drift)
+        calls it first: it returns ``(old, new)`` with every mapping of the network.
         """
         raise NotImplementedError
 

@@ -79,14 +79,20 @@ class IptablesBackend(FirewallBackend):
             run_tool([self.tools[family][0], "--noflush"], stdin=script)
 
     # -- interface --------------------------------------------------------------------
-    def apply(self, old, new):
+    def apply(self, old, new, complete=None):
         """See FirewallBackend.apply. Ports-only changes are one restore per family
         with the changed lines only; anything else reads the family's state first."""
         if old is None and new is None:
             return
+        if complete is not None and (old is None or new is None
+                                     or old.network_id != new.network_id
+                                     or old.without_ports() != new.without_ports()):
+            old, new = complete()  # not a ports-only change: work on whole rule sets
+            complete = None
         if old is not None and new is not None and old.network_id != new.network_id:
             self.apply(old, None)
             old = None
+        mappings = removed_mappings(old, new)
         ports_only = (old is not None and new is not None
                       and old.without_ports() == new.without_ports())
         families = self._families(old, new)
@@ -96,11 +102,12 @@ class IptablesBackend(FirewallBackend):
                     self._restore(family, R.plan_fast(old, new, family))
                 families = []
             except KernelError:
-                pass  # drift: reconcile every family against what the kernel holds
+                # drift: reconcile every family against what the kernel holds
+                if complete is not None:
+                    old, new = complete()
         for family in families:
             self._restore(family, R.plan_apply(self._save(family), old, new, family))
         prepare_kernel(new)
-        mappings = removed_mappings(old, new)
         if mappings:
             from .conntrack import flush_mappings
             flush_mappings(mappings)

@@ -126,14 +126,20 @@ class NftablesBackend(FirewallBackend):
             return False
         return True
 
-    def apply(self, old, new):
+    def apply(self, old, new, complete=None):
         """See FirewallBackend.apply. Fast path: one transaction computed from ``old``;
         if the kernel refuses it (drift), the table is read and reconciled."""
         if old is None and new is None:
             return
+        if complete is not None and (old is None or new is None
+                                     or old.network_id != new.network_id
+                                     or old.without_ports() != new.without_ports()):
+            old, new = complete()  # not a ports-only change: work on whole rule sets
+            complete = None
         if old is not None and new is not None and old.network_id != new.network_id:
             self.apply(old, None)
             old = None
+        removed = removed_mappings(old, new)
         if new is None:
             self._remove(old)
         else:
@@ -141,9 +147,11 @@ class NftablesBackend(FirewallBackend):
             try:
                 self.nft.run(script)
             except KernelError:
+                if complete is not None:
+                    old, new = complete()
                 self.nft.run(R.render_reconcile(old, new, self.nft.table()))
             prepare_kernel(new)
-        _flush_conntrack(removed_mappings(old, new))
+        _flush_conntrack(removed)
 
     def _remove(self, old):
         bridges = self.nft.bridges()

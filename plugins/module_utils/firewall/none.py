@@ -15,7 +15,7 @@ class NoneBackend(FirewallBackend):
         """Always True."""
         return True
 
-    def apply(self, old, new):
+    def apply(self, old, new, complete=None):
         """Does nothing (no rules are managed)."""
 
     def check(self, rules):
