@@ -562,6 +562,8 @@ class Engine:
                     sb = self._sandbox_by_id(ep.sandbox_id)
                     if sb and namespace.is_netns(sb.netns_path):
                         driver.setup_endpoint(cur, sb, ep, self.netlink)
+        # addresses, internal or the driver may have changed: every sandbox's records
+        self._sync_dns_safely(result, full=True)
         result.data["network"] = self._inspect_network(self._network(cur.name))
         return result
 
@@ -1069,7 +1071,7 @@ class Engine:
             ep.ifname = spec["ifname"]
         old_ports = None
         if readdress and ep.ports and net.driver == "bridge":
-            old_ports = self._firewall_rules(net).ports
+            old_ports = [PortMapping.from_dict(p) for p in ep.ports]
         for key, address in readdress.items():
             old = getattr(ep, key)
             if old:
@@ -1230,11 +1232,11 @@ class Engine:
     # ------------------------------------------------------------------------------
     # DNS
     # ------------------------------------------------------------------------------
-    def _sync_dns_safely(self, result, *sandboxes):
+    def _sync_dns_safely(self, result, *sandboxes, full=False):
         """DNS follows the network change; a DNS failure is a warning, not a failed
         network operation (the links and addresses are in place and stay)."""
         try:
-            self._sync_dns(sandboxes)
+            self._sync_dns(sandboxes, full=full)
         except CnmError as exc:
             result.warnings.append("DNS: %s" % exc)
 
@@ -1339,7 +1341,7 @@ class Engine:
             if current.get(key) != wanted[key]:
                 diff.add("resolver.%s" % key, current.get(key), wanted[key])
         status = service.resolver_status(self.run_dir)
-        needed = bool(dns_sync.build_config(self.store)["sandboxes"])
+        needed = dns_sync.needed(self.store)
         if wanted.get("state", "started") == "started" and needed and not status["running"]:
             diff.add("resolver.running", False, True)
         if wanted.get("state") == "stopped" and status["running"]:

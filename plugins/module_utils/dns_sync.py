@@ -1,10 +1,12 @@
-"""Keeps the resolver's configuration and the per-sandbox name files in step with the store.
+"""Keeps the resolver's files and the per-sandbox name files in step with the store.
 
 Called by the controller after every change of sandboxes, endpoints or DNS settings
-(never in check mode). The resolver configuration is rebuilt from the store as a whole
-(one small JSON file, rewritten only when it differs); name files are rendered only for
-the sandboxes the operation touched, so the cost of an attach does not grow with the
-number of sandboxes.
+(never in check mode). The resolver reads one small file per sandbox
+(``<run_dir>/dns/sandboxes/<name>.json``: where it listens and its records on each
+network) plus the global settings (``config.json``). An operation rewrites only the
+files of the sandboxes it touched and tells the running resolver which ones changed over
+its control socket; the resolver updates only the answers of those names. So the cost of
+an attach does not grow with the number of sandboxes on the host.
 """
 import json
 import os
@@ -28,44 +30,77 @@ def _ip(cidr):
     return cidr.split("/", 1)[0] if cidr else None
 
 
-def build_config(store):
-    """The resolver's config.json content from the store (see dns/server.py).
-
-    Runs after every change: it reads only the fields it needs (json_extract in
-    SQLite) instead of decoding every document.
-    """
+def global_config(store):
+    """The resolver's config.json content: settings only (sandboxes have their files)."""
     from .dns import service
-    networks = {row[0]: row[1:] for row in store.conn.execute(
-        "SELECT id, name, json_extract(doc, '$.driver'), json_extract(doc, '$.internal') "
-        "FROM networks")}
-    sandboxes = {row[0]: row[1:] for row in store.conn.execute(
-        "SELECT id, name, json_extract(doc, '$.netns_path'), json_extract(doc, '$.hostname'),"
-        " json_extract(doc, '$.dns.hostname'), json_extract(doc, '$.dns.upstreams') "
-        "FROM sandboxes")}
-    cfg_sandboxes, cfg_networks = {}, {}
-    for network_id, sandbox_id, aliases, ipv4, ipv6 in store.conn.execute(
-            "SELECT network_id, sandbox_id, json_extract(doc, '$.aliases'), "
-            "json_extract(doc, '$.ipv4'), json_extract(doc, '$.ipv6') FROM endpoints "
-            "ORDER BY rowid"):
-        net, sb = networks.get(network_id), sandboxes.get(sandbox_id)
-        if net is None or sb is None or net[1] not in DNS_DRIVERS:
-            continue
-        net_name, dummy_driver, internal = net
-        sb_name, netns, hostname, dns_hostname, upstreams = sb
-        names = [n for n in dict.fromkeys([sb_name, dns_hostname or hostname]) if n]
-        cfg_networks.setdefault(net_name, []).append({
-            "sandbox": sb_name, "names": names + json.loads(aliases or "[]"),
-            "ipv4": _ip(ipv4), "ipv6": _ip(ipv6)})
-        entry = cfg_sandboxes.setdefault(sb_name, {"netns": netns, "networks": [],
-                                                   "forward": False})
-        entry["networks"].append(net_name)
-        entry["forward"] = entry["forward"] or not internal
-        if upstreams and upstreams != "[]":
-            entry["upstreams"] = json.loads(upstreams)
     settings = resolver_settings(store)
-    return service.resolver_config(cfg_sandboxes, cfg_networks, ttl=settings.get("ttl"),
+    return service.resolver_config({}, {}, ttl=settings.get("ttl"),
                                    upstreams=settings.get("upstreams") or [],
                                    host_resolv_conf=HOST_RESOLV_CONF)
+
+
+def fragment(store, sandbox_id):
+    """The resolver's file content for one sandbox, or None when the sandbox is gone or
+    on no network with DNS. Reads only that sandbox's rows (json_extract in SQLite)."""
+    from .dns import service
+    row = store.conn.execute(
+        "SELECT name, json_extract(doc, '$.netns_path'), json_extract(doc, '$.hostname'),"
+        " json_extract(doc, '$.dns.hostname'), json_extract(doc, '$.dns.upstreams') "
+        "FROM sandboxes WHERE id=?", (sandbox_id,)).fetchone()
+    if row is None:
+        return None
+    sb_name, netns, hostname, dns_hostname, upstreams = row
+    names = [n for n in dict.fromkeys([sb_name, dns_hostname or hostname]) if n]
+    records, forward = {}, False
+    for seq, net_name, driver, internal, aliases, ipv4, ipv6 in store.conn.execute(
+            "SELECT e.rowid, n.name, json_extract(n.doc, '$.driver'), "
+            "json_extract(n.doc, '$.internal'), json_extract(e.doc, '$.aliases'), "
+            "json_extract(e.doc, '$.ipv4'), json_extract(e.doc, '$.ipv6') "
+            "FROM endpoints e JOIN networks n ON n.id = e.network_id "
+            "WHERE e.sandbox_id=? ORDER BY e.rowid", (sandbox_id,)):
+        if driver not in DNS_DRIVERS:
+            continue
+        records[net_name] = {"names": names + json.loads(aliases or "[]"),
+                             "ipv4": _ip(ipv4), "ipv6": _ip(ipv6), "seq": seq}
+        forward = forward or not internal
+    if not records:
+        return None
+    upstreams = json.loads(upstreams) if upstreams and upstreams != "[]" else None
+    return service.sandbox_fragment(netns, forward, records, upstreams)
+
+
+def needed(store):
+    """True when some sandbox is on a network with DNS (the resolver must run)."""
+    return store.conn.execute(
+        "SELECT 1 FROM endpoints e JOIN networks n ON n.id = e.network_id "
+        "WHERE json_extract(n.doc, '$.driver') IN (%s) LIMIT 1"
+        % ",".join("'%s'" % d for d in DNS_DRIVERS)).fetchone() is not None
+
+
+def _write_all(engine):
+    """Rewrite every sandbox's file from the store and remove the files of sandboxes
+    that are gone. O(sandboxes): for network rebuilds and a revived resolver only.
+    Returns the names whose file changed."""
+    from .dns import service
+    changed = []
+    present = set()
+    for sandbox_id, name in engine.store.conn.execute("SELECT id, name FROM sandboxes"):
+        present.add(name)
+        if service.write_fragment(engine.run_dir, name, fragment(engine.store, sandbox_id)):
+            changed.append(name)
+    for name in service.fragment_names(engine.run_dir):
+        if name not in present and service.write_fragment(engine.run_dir, name, None):
+            changed.append(name)
+    return changed
+
+
+def _has_fragments(run_dir):
+    from .dns import service
+    try:
+        with os.scandir(service.resolver_paths(run_dir)["fragments"]) as it:
+            return any(e.name.endswith(".json") and not e.name.startswith(".") for e in it)
+    except OSError:
+        return False
 
 
 def file_dirs(engine, sb):
@@ -105,35 +140,67 @@ def render_files(engine, sb):
                                search=dns.get("search"), options=dns.get("options"))
 
 
-def sync(engine, sandboxes=()):
-    """Rewrite config.json, (re)start the resolver when a sandbox needs it, and write the
-    name files of ``sandboxes`` (Sandbox objects still present in the store).
+def sync(engine, sandboxes=(), full=False):
+    """Rewrite the resolver files of ``sandboxes`` (Sandbox objects; ones removed from
+    the store lose their file) or, with ``full``, of every sandbox; (re)start the
+    resolver when a sandbox needs it, and return once the running resolver applied the
+    change (the sandboxes named listen on 127.0.0.11:53). Then write the name files of
+    ``sandboxes`` that are still in the store.
 
-    Returns True when anything on disk changed.
+    Returns True when anything on disk changed. Raises KernelError when the resolver
+    reports it cannot listen in one of the sandboxes.
     """
     from .dns import files, service
-    changed = False
-    config = build_config(engine.store)
-    config_changed = service.write_resolver_config(engine.run_dir, config)
-    changed |= config_changed
+    run_dir = engine.run_dir
+    config_changed = service.write_resolver_config(run_dir, global_config(engine.store))
+    if full:
+        names = _write_all(engine)
+    else:
+        names = [sb.name for sb in sandboxes
+                 if service.write_fragment(run_dir, sb.name, fragment(engine.store, sb.id))]
+    changed = config_changed or bool(names)
     settings = resolver_settings(engine.store)
-    if config["sandboxes"] and settings.get("state", "started") == "started":
+    started = False
+    if settings.get("state", "started") == "started" and _has_fragments(run_dir):
         started = service.ensure_resolver(engine.state_dir, engine.run_dir)
-        if config_changed and not started:
-            # re-read now, not at the next 200 ms poll: a new sandbox must answer as soon
-            # as this run returns, and a removed one's sockets (which keep its namespace
-            # and veths alive) must go
-            _reload(service, engine.run_dir)
+    if started:
+        # a new daemon loaded every file before it reported ready
         for sb in sandboxes:
-            entry = config["sandboxes"].get(sb.name)
-            if entry is not None:
-                _wait_listening(entry["netns"])
+            _wait_listening(sb.netns_path, present=_fragment_exists(run_dir, sb.name))
+    elif config_changed or names:
+        _tell_resolver(run_dir, names, config_changed, sandboxes)
     for sb in sandboxes:
         if sb.mode != "own" or engine.store.get("sandboxes", sb.id) is None:
             continue
         changed |= bool(files.write_sandbox_files(file_dirs(engine, sb),
                                                   render_files(engine, sb)))
     return changed
+
+
+def _fragment_exists(run_dir, name):
+    from .dns import service
+    return os.path.exists(os.path.join(service.resolver_paths(run_dir)["fragments"],
+                                       name + ".json"))
+
+
+def _tell_resolver(run_dir, names, reload, sandboxes):
+    """Make a running resolver apply the change now: over its control socket (it
+    replies once done), else (an older daemon) with SIGHUP and polling for its sockets.
+    A stopped resolver is left alone: it reads every file when it starts."""
+    from .dns import service
+    if not service.resolver_status(run_dir).get("running"):
+        return
+    reply = service.notify_resolver(run_dir, names, reload=reload)
+    if reply is None:
+        _reload(service, run_dir)
+        for sb in sandboxes:
+            if _fragment_exists(run_dir, sb.name):
+                _wait_listening(sb.netns_path)
+        return
+    errors = reply.get("errors") or {}
+    if errors:
+        raise KernelError("the DNS resolver cannot listen in %s" % "; ".join(
+            "%s (%s)" % item for item in sorted(errors.items())))
 
 
 def _reload(service, run_dir):
@@ -148,10 +215,12 @@ def _reload(service, run_dir):
             pass
 
 
-def _wait_listening(netns, timeout=1.0):
+def _wait_listening(netns, timeout=1.0, present=True):
     """Return once the resolver listens on 127.0.0.11:53 inside ``netns`` (bounded):
     a workload started right after this run gets answers from its first query."""
     import time
+    if not present:
+        return
     from .netns import namespace
     from .ports.allocator import diag_sockets
     deadline = time.monotonic() + timeout
@@ -168,18 +237,16 @@ def _wait_listening(netns, timeout=1.0):
 
 
 def ensure_running(engine):
-    """Every module run: restart the resolver if it died while sandboxes need it."""
+    """Every module run: restart the resolver if it died while sandboxes need it
+    (its files are rewritten first: after a reboot run_dir is empty)."""
     from .dns import service
     settings = resolver_settings(engine.store)
     if settings.get("state", "started") != "started":
         return False
-    if not os.path.exists(service.resolver_paths(engine.run_dir)["config"]):
-        return False  # no sandbox ever needed it on this host
-    status = service.resolver_status(engine.run_dir)
-    if status.get("running"):
+    if service.resolver_status(engine.run_dir).get("running"):
         return False
-    config = build_config(engine.store)
-    if not config["sandboxes"]:
+    if not needed(engine.store):
         return False
-    service.write_resolver_config(engine.run_dir, config)
+    service.write_resolver_config(engine.run_dir, global_config(engine.store))
+    _write_all(engine)
     return service.ensure_resolver(engine.state_dir, engine.run_dir)

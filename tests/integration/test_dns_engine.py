@@ -90,3 +90,31 @@ def test_bad_dns_input_names_the_field_and_writes_nothing(host, app, params, fie
 def test_alias_with_spaces_is_refused(host, app):
     with pytest.raises(CnmError, match="aliases"):
         app.endpoint(network="app", sandbox="x", aliases=["bad alias"])
+
+
+def resolver_log(host):
+    from ansible_collections.cnm.core.plugins.module_utils.dns import service
+    with open(service.resolver_paths(host.run_dir)["log"]) as fh:
+        return fh.read()
+
+
+def test_attach_answers_at_once_and_the_resolver_only_reads_that_sandbox(host, app):
+    """The engine names the changed sandbox on the resolver's control socket: the new
+    sandbox's own listener and the others' answers are there when the attach returns,
+    and the resolver did not reload its whole configuration for it."""
+    full_reloads = resolver_log(host).count("config applied")
+    app.endpoint(network="app", sandbox="late", ipv4_address="10.60.0.30")
+    assert dig(host, "late", "web") == ["10.60.0.10"]
+    assert dig(host, "client", "late") == ["10.60.0.30"]
+    app.endpoint(network="app", sandbox="late", state="absent")
+    assert dig(host, "client", "late") == []
+    assert resolver_log(host).count("config applied") == full_reloads
+
+
+def test_attach_answers_at_once_with_a_resolver_without_control_socket(host, app):
+    """An older resolver (no control socket) gets a SIGHUP and is waited for."""
+    from ansible_collections.cnm.core.plugins.module_utils.dns import service
+    os.unlink(service.resolver_paths(host.run_dir)["control"])
+    app.endpoint(network="app", sandbox="late", ipv4_address="10.60.0.30")
+    assert dig(host, "late", "web") == ["10.60.0.10"]
+    assert dig(host, "client", "late") == ["10.60.0.30"]

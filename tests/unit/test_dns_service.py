@@ -86,3 +86,22 @@ def test_systemd_unit_runs_the_installed_daemon_and_restarts_it():
     assert "Restart=always" in unit
     assert service._systemd_unit_name("/run/cnm") == "cnm-resolver.service"
     assert service._systemd_unit_name("/tmp/x").startswith("cnm-resolver-")
+
+
+def test_sandbox_files_are_private_written_only_when_changed_and_removed_with_none(tmp_path):
+    frag = service.sandbox_fragment("/run/netns/web", True, {
+        "app": {"names": ["Web", "web", "www."], "ipv4": "10.0.0.2", "ipv6": None,
+                "seq": 3}})
+    assert frag["networks"]["app"]["names"] == ["web", "www"]
+    assert service.write_fragment(str(tmp_path), "web", frag) is True
+    path = os.path.join(service.resolver_paths(str(tmp_path))["fragments"], "web.json")
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert service.write_fragment(str(tmp_path), "web", frag) is False
+    assert service.fragment_names(str(tmp_path)) == ["web"]
+    assert service.write_fragment(str(tmp_path), "web", None) is True
+    assert service.write_fragment(str(tmp_path), "web", None) is False
+    assert service.fragment_names(str(tmp_path)) == []
+
+
+def test_notify_without_a_resolver_returns_none(tmp_path):
+    assert service.notify_resolver(str(tmp_path), ["web"]) is None

@@ -12,11 +12,15 @@ How it works
   leaves; the sockets stay in the sandbox (nothing listens on the host). Upstream sockets
   are created by threads that never setns, i.e. in the daemon's own (host) namespace, so a
   loopback upstream such as 127.0.0.53 works.
-- Threads: the main thread polls the config file (mtime+inode+size) every 200 ms, the
-  host's resolv.conf and the sandboxes' namespace inodes, and reloads without closing the
-  sockets of sandboxes that stay. One thread serves UDP for all sandboxes (epoll). One
-  thread forwards UDP queries to upstreams (non-blocking sockets, one per query, no cap on
-  queries in flight). One thread accepts TCP; each TCP connection gets its own thread.
+- Threads: the main thread polls the config file and the sandboxes directory
+  (mtime+inode+size) every 200 ms, the host's resolv.conf and the sandboxes' namespace
+  inodes, and reloads without closing the sockets of sandboxes that stay. A control
+  thread serves the engine on ``control.sock`` (beside the config, mode 0600): an update
+  names the sandboxes whose files changed; only those are re-read, only the answers of
+  their names change, and the reply comes once their sockets listen. One thread serves
+  UDP for all sandboxes (epoll). One thread forwards UDP queries to upstreams
+  (non-blocking sockets, one per query, no cap on queries in flight). One thread accepts
+  TCP; each TCP connection gets its own thread.
 - Fast path: local answers are prebuilt as wire bytes keyed by the lower-cased question
   (qname + qtype + qclass); a query is answered by copying its ID, RD/CD flags and
   question and appending the prebuilt records (plus an OPT record when the query had
@@ -30,10 +34,17 @@ How it works
 Config (JSON, unknown keys ignored): ``version`` (1), ``ttl`` (600), ``upstreams``
 (``["ip", "ip:port", "[v6]:port"]``; empty: the nameservers of ``host_resolv_conf``,
 re-read when that file changes), ``host_resolv_conf`` (/etc/resolv.conf),
-``upstream_timeout`` (seconds per upstream try, 1.0), ``sandboxes`` (``{name: {"netns":
-path, "networks": [net], "forward": bool, "upstreams": [...] (optional, replaces the
-global list for that sandbox, like Docker's --dns on user-defined networks)}}``),
-``networks`` (``{net: {"endpoints": [{"sandbox", "names", "ipv4", "ipv6"}]}}``).
+``upstream_timeout`` (seconds per upstream try, 1.0).
+Sandboxes: one file each, ``sandboxes/<name>.json`` beside the config: ``{"netns":
+path, "forward": bool, "upstreams": [...] (optional, replaces the global list for that
+sandbox, like Docker's --dns on user-defined networks), "networks": {net: {"names":
+[...], "ipv4", "ipv6", "seq"}}}`` (its records on each network it resolves; ``seq``
+orders several addresses of one name, older first). The config may also hold the
+older whole layout, ``sandboxes`` (``{name: {"netns", "networks": [net], "forward",
+"upstreams"}}``) and ``networks`` (``{net: {"endpoints": [{"sandbox", "names", "ipv4",
+"ipv6"}]}}``); a sandbox file wins over it.
+Control requests (JSON, one SOCK_SEQPACKET message each way): ``{"op": "update",
+"sandboxes": [names]}`` or ``{"op": "reload"}``; reply ``{"ok", "listening", "errors"}``.
 Signals: SIGTERM/SIGINT stop (pidfile removed), SIGHUP reloads at once.
 """
 import argparse
@@ -70,6 +81,9 @@ UPSTREAM_FAIL_MEMORY = 30.0  # a failed upstream is tried last for this long
 EDNS_PAYLOAD = 1232          # our advertised UDP payload size (DNS flag day 2020)
 TCP_IDLE_TIMEOUT = 10.0
 SOCKET_CLOSE_GRACE = 0.5     # closed sockets linger so a reused fd number is never misread
+CONTROL_TIMEOUT = 5.0        # one control request, read and answered
+FRAGMENTS_DIR = "sandboxes"  # beside the config: one <sandbox>.json per sandbox
+CONTROL_SOCKET = "control.sock"
 LOG_MAX_BYTES = 1 << 20
 
 CLONE_NEWNET = 0x40000000
@@ -342,90 +356,277 @@ def _address(value):
         return None
 
 
+def _ttl(value):
+    try:
+        return max(0, min(int(value), 0x7FFFFFFF))
+    except (TypeError, ValueError):
+        return DEFAULT_TTL
+
+
+_QA = struct.pack("!HH", TYPE_A, CLASS_IN)
+_QAAAA = struct.pack("!HH", TYPE_AAAA, CLASS_IN)
+_QPTR = struct.pack("!HH", TYPE_PTR, CLASS_IN)
+
+
+class Spec:
+    """What one sandbox brings: where it listens and its records on each network.
+
+    ``netns`` is None for a sandbox that only has records (nothing listens for it);
+    ``nets`` are the networks whose names it resolves; ``records`` maps a network to
+    ``(names, ipv4, ipv6, seq)`` (``seq`` orders round-robin answers: older first).
+    """
+
+    __slots__ = ("netns", "nets", "forward", "upstreams", "records")
+
+    def __init__(self, netns, nets, forward, upstreams, records):
+        self.netns, self.nets, self.forward = netns, nets, forward
+        self.upstreams, self.records = upstreams, records
+
+
+def spec_from_fragment(doc):
+    """A Spec from one sandbox file (``<config dir>/sandboxes/<name>.json``), or None
+    when the document is not usable. Tolerant: unknown keys are ignored."""
+    if not isinstance(doc, dict):
+        return None
+    records = {}
+    nets = doc.get("networks")
+    for net, rec in (nets.items() if isinstance(nets, dict) else ()):
+        if not isinstance(rec, dict):
+            continue
+        names = [str(x) for x in (rec.get("names") or []) if x]
+        try:
+            seq = int(rec.get("seq") or 0)
+        except (TypeError, ValueError):
+            seq = 0
+        records[str(net)] = (names, rec.get("ipv4"), rec.get("ipv6"), seq)
+    ups = doc.get("upstreams")
+    netns = doc.get("netns")
+    return Spec(str(netns) if netns else None, tuple(sorted(records)),
+                bool(doc.get("forward", True)), tuple(str(u) for u in ups) if ups else None,
+                records)
+
+
+def specs_from_config(cfg):
+    """``{sandbox: Spec}`` from a whole config in the version 1 layout (``sandboxes`` and
+    ``networks`` keys; a network's endpoint may belong to a sandbox without an entry)."""
+    specs = {}
+    seq = 0
+    for net, ndata in (cfg.get("networks") or {}).items():
+        if not isinstance(ndata, dict):
+            continue
+        for ep in ndata.get("endpoints") or []:
+            if not isinstance(ep, dict):
+                continue
+            names = [str(x) for x in (ep.get("names") or []) if x]
+            sandbox = str(ep.get("sandbox") or (names[0] if names else ""))
+            if not sandbox:
+                continue
+            seq += 1
+            spec = specs.get(sandbox)
+            if spec is None:
+                spec = specs[sandbox] = Spec(None, (), True, None, {})
+            spec.records[str(net)] = (names, ep.get("ipv4"), ep.get("ipv6"), seq)
+    for sb, sdata in (cfg.get("sandboxes") or {}).items():
+        if not isinstance(sdata, dict):
+            continue
+        spec = specs.get(str(sb))
+        if spec is None:
+            spec = specs[str(sb)] = Spec(None, (), True, None, {})
+        ups = sdata.get("upstreams")
+        spec.netns = str(sdata["netns"]) if sdata.get("netns") else None
+        spec.nets = tuple(sorted(str(n) for n in (sdata.get("networks") or [])))
+        spec.forward = bool(sdata.get("forward", True))
+        spec.upstreams = tuple(str(u) for u in ups) if ups else None
+    for spec in specs.values():
+        if spec.netns is None:
+            spec.nets = tuple(sorted(spec.records))
+    return specs
+
+
+class Catalog:
+    """Every sandbox's records and the answer tables built from them, kept up to date
+    one sandbox at a time.
+
+    Sandboxes attached to the same set of networks share one table (question key ->
+    prebuilt entry) and one set of local name keys. ``set`` changes only the entries of
+    the names and addresses the sandbox had or has, in place, so its cost does not
+    depend on how many sandboxes exist. Tables are read by the serving threads while
+    the control thread updates them: each change is one dict/set operation (atomic in
+    CPython), and a query sees either the old or the new entry.
+    """
+
+    def __init__(self, ttl=DEFAULT_TTL):
+        self.ttl = _ttl(ttl)
+        self.specs = {}          # sandbox -> Spec
+        self.addrs = {}          # net -> {name wire: {sandbox: (v4, v6)}}
+        self.ptrs = {}           # net -> {reverse wire: {sandbox: target wire}}
+        self.tables = {}         # nets -> [table, names, users]
+        self.views = {}          # sandbox with netns -> (table, names, forward, upstreams)
+
+    @classmethod
+    def from_specs(cls, specs, ttl=DEFAULT_TTL):
+        """A catalog holding ``specs`` ({sandbox: Spec}); older records first."""
+        cat = cls(ttl)
+
+        def age(name):
+            return (min([r[3] for r in specs[name].records.values()] or [0]), name)
+        for name in sorted(specs, key=age):
+            cat.set(name, specs[name])
+        return cat
+
+    def desired(self):
+        """``{sandbox: (netns, view)}`` of the sandboxes that listen."""
+        return {name: (self.specs[name].netns, view) for name, view in self.views.items()}
+
+    # -- contributions of one sandbox
+    def _keys(self, name, net, rec):
+        """(address keys, pointer keys with their target) of one record."""
+        names, ipv4, ipv6, dummy = rec
+        netl = net.lower()
+        v4, v6 = _address(ipv4), _address(ipv6)
+        v4 = v4 if v4 is not None and v4.version == 4 else None
+        v6 = v6 if v6 is not None and v6.version == 6 else None
+        wires = []
+        for text in names:
+            for full in (text, "%s.%s" % (text, netl)):
+                w = _name_wire(full)
+                if w is not None and w not in wires:
+                    wires.append(w)
+        ptrs = []
+        target = _name_wire("%s.%s" % (name, netl))
+        if target is not None:
+            ptrs = [(_reverse_wire(ip), target) for ip in (v4, v6) if ip is not None]
+        return wires, (v4, v6), ptrs
+
+    def _withdraw(self, name, spec, touched):
+        for net, rec in spec.records.items():
+            wires, dummy, ptrs = self._keys(name, net, rec)
+            addrs, rev = self.addrs.get(net, {}), self.ptrs.get(net, {})
+            for w in wires:
+                holders = addrs.get(w)
+                if holders is not None:
+                    holders.pop(name, None)
+                    if not holders:
+                        del addrs[w]
+                touched.setdefault(net, set()).add(w)
+            for w, dummy in ptrs:
+                holders = rev.get(w)
+                if holders is not None:
+                    holders.pop(name, None)
+                    if not holders:
+                        del rev[w]
+                touched.setdefault(net, set()).add(w)
+
+    def _contribute(self, name, spec, touched):
+        for net, rec in spec.records.items():
+            wires, ips, ptrs = self._keys(name, net, rec)
+            addrs = self.addrs.setdefault(net, {})
+            rev = self.ptrs.setdefault(net, {})
+            for w in wires:
+                addrs.setdefault(w, {})[name] = ips
+                touched.setdefault(net, set()).add(w)
+            for w, target in ptrs:
+                rev.setdefault(w, {})[name] = target
+                touched.setdefault(net, set()).add(w)
+
+    # -- tables
+    def _entries(self, nets, w):
+        """(A entry, AAAA entry, PTR entry, is a local name) of name key ``w``."""
+        four, six, targets = [], [], []
+        named = False
+        for net in nets:
+            holders = self.addrs.get(net, {}).get(w)
+            if holders:
+                named = True
+                for v4, v6 in holders.values():
+                    if v4 is not None and v4 not in four:
+                        four.append(v4)
+                    if v6 is not None and v6 not in six:
+                        six.append(v6)
+            holders = self.ptrs.get(net, {}).get(w)
+            if holders:
+                for target in holders.values():
+                    if target not in targets:
+                        targets.append(target)
+        ttl = self.ttl
+        a = aaaa = None
+        if named:
+            a = _entry(TYPE_A, ttl, tuple(ip.packed for ip in four))
+            aaaa = _entry(TYPE_AAAA, ttl, tuple(ip.packed for ip in six))
+        ptr = _entry(TYPE_PTR, ttl, tuple(targets)) if targets else None
+        return a, aaaa, ptr, named or bool(targets)
+
+    def _refresh(self, tab, nets, w):
+        table, names = tab[0], tab[1]
+        a, aaaa, ptr, local = self._entries(nets, w)
+        for key, ent in ((w + _QA, a), (w + _QAAAA, aaaa), (w + _QPTR, ptr)):
+            if ent is None:
+                table.pop(key, None)
+            else:
+                table[key] = ent
+        if local:
+            names.add(w)
+        else:
+            names.discard(w)
+
+    def _build(self, nets):
+        tab = [{}, set(), 0]
+        keys = set()
+        for net in nets:
+            keys.update(self.addrs.get(net, ()))
+            keys.update(self.ptrs.get(net, ()))
+        for w in keys:
+            self._refresh(tab, nets, w)
+        return tab
+
+    def set(self, name, spec):
+        """Replace sandbox ``name``'s Spec (None: remove it). Returns True when its own
+        view changed (it must be re-registered with the serving threads)."""
+        old = self.specs.pop(name, None)
+        touched = {}
+        if old is not None:
+            self._withdraw(name, old, touched)
+        if spec is not None:
+            self.specs[name] = spec
+            self._contribute(name, spec, touched)
+        fresh = None
+        old_nets = old.nets if old is not None and old.netns else None
+        new_nets = spec.nets if spec is not None and spec.netns else None
+        if old_nets != new_nets:
+            if new_nets is not None:
+                if new_nets not in self.tables:
+                    fresh = self.tables[new_nets] = self._build(new_nets)
+                self.tables[new_nets][2] += 1
+            if old_nets is not None:
+                tab = self.tables[old_nets]
+                tab[2] -= 1
+                if tab[2] <= 0:
+                    del self.tables[old_nets]
+        for nets, tab in self.tables.items():
+            if tab is fresh:
+                continue
+            keys = set()
+            for net in nets:
+                keys.update(touched.get(net, ()))
+            for w in keys:
+                self._refresh(tab, nets, w)
+        before = self.views.get(name)
+        if new_nets is None:
+            self.views.pop(name, None)
+        else:
+            tab = self.tables[new_nets]
+            self.views[name] = (tab[0], tab[1], spec.forward, spec.upstreams)
+        return self.views.get(name) != before
+
+
 def build_views(cfg):
-    """Per-sandbox views from the config: ``{sandbox: (netns, view)}``.
+    """Per-sandbox views from a whole config: ``{sandbox: (netns, view)}``.
 
     A view is ``(table, names, forward, upstreams)``: ``table`` maps the question key
     to a prebuilt entry, ``names`` is the set of local name keys (for NODATA), and
     sandboxes with the same networks share one table.
     """
-    ttl = cfg.get("ttl", DEFAULT_TTL)
-    try:
-        ttl = max(0, min(int(ttl), 0x7FFFFFFF))
-    except (TypeError, ValueError):
-        ttl = DEFAULT_TTL
-    per_net = {}
-    for net, ndata in (cfg.get("networks") or {}).items():
-        if not isinstance(ndata, dict):
-            continue
-        netl = str(net).lower()
-        addrs = {}      # name wire -> ([v4], [v6])
-        ptrs = {}       # reverse name wire -> [target wire]
-        for ep in ndata.get("endpoints") or []:
-            if not isinstance(ep, dict):
-                continue
-            v4, v6 = _address(ep.get("ipv4")), _address(ep.get("ipv6"))
-            names = [str(x) for x in (ep.get("names") or []) if x]
-            sandbox = str(ep.get("sandbox") or (names[0] if names else ""))
-            for name in names:
-                for text in (name, "%s.%s" % (name, netl)):
-                    w = _name_wire(text)
-                    if w is None:
-                        continue
-                    four, six = addrs.setdefault(w, ([], []))
-                    if v4 is not None and v4.version == 4 and v4 not in four:
-                        four.append(v4)
-                    if v6 is not None and v6.version == 6 and v6 not in six:
-                        six.append(v6)
-            if sandbox:
-                target = _name_wire("%s.%s" % (sandbox, netl))
-                for ip in (v4, v6):
-                    if ip is None or target is None:
-                        continue
-                    rev = _reverse_wire(ip)
-                    lst = ptrs.setdefault(rev, [])
-                    if target not in lst:
-                        lst.append(target)
-        per_net[str(net)] = (addrs, ptrs)
-
-    tables = {}
-    result = {}
-    for sb, sdata in (cfg.get("sandboxes") or {}).items():
-        if not isinstance(sdata, dict) or not sdata.get("netns"):
-            continue
-        nets = tuple(sorted(str(n) for n in (sdata.get("networks") or [])))
-        forward = bool(sdata.get("forward", True))
-        ups = sdata.get("upstreams")
-        ups = tuple(str(u) for u in ups) if ups else None
-        if nets not in tables:
-            tables[nets] = _build_table([per_net[n] for n in nets if n in per_net], ttl)
-        table, names = tables[nets]
-        result[str(sb)] = (str(sdata["netns"]), (table, names, forward, ups))
-    return result
-
-
-def _build_table(nets, ttl):
-    addrs = {}
-    ptrs = {}
-    for naddrs, nptrs in nets:
-        for w, (four, six) in naddrs.items():
-            a, b = addrs.setdefault(w, ([], []))
-            a.extend(x for x in four if x not in a)
-            b.extend(x for x in six if x not in b)
-        for w, targets in nptrs.items():
-            lst = ptrs.setdefault(w, [])
-            lst.extend(t for t in targets if t not in lst)
-    table = {}
-    qa = struct.pack("!HH", TYPE_A, CLASS_IN)
-    qaaaa = struct.pack("!HH", TYPE_AAAA, CLASS_IN)
-    qptr = struct.pack("!HH", TYPE_PTR, CLASS_IN)
-    for w, (four, six) in addrs.items():
-        table[w + qa] = _entry(TYPE_A, ttl, tuple(ip.packed for ip in four))
-        table[w + qaaaa] = _entry(TYPE_AAAA, ttl, tuple(ip.packed for ip in six))
-    for w, targets in ptrs.items():
-        table[w + qptr] = _entry(TYPE_PTR, ttl, tuple(targets))
-    names = frozenset(addrs) | frozenset(ptrs)
-    return table, names
+    return Catalog.from_specs(specs_from_config(cfg), cfg.get("ttl", DEFAULT_TTL)).desired()
 
 
 # --- upstreams ----------------------------------------------------------------------------
@@ -833,6 +1034,12 @@ def _ns_ident(path):
 class Server:
     def __init__(self, config_path):
         self.config_path = config_path
+        base = os.path.dirname(os.path.abspath(config_path))
+        self.fragments_dir = os.path.join(base, FRAGMENTS_DIR)
+        self.control_path = os.path.join(base, CONTROL_SOCKET)
+        self.control = None              # listening control socket (SOCK_SEQPACKET)
+        self.lock = threading.Lock()     # state changes: main thread and control thread
+        self.catalog = Catalog()
         self.stopping = False
         self.wakeup = threading.Event()
         self.sandboxes = {}              # name -> Sandbox
@@ -854,8 +1061,12 @@ class Server:
 
     # -- control (main thread)
     def start_threads(self):
-        for name, target in (("udp", self.udp_loop), ("forwarder", self.forwarder.run),
-                             ("tcp-accept", self.tcp_loop)):
+        self.control = self._listen_control()
+        loops = [("udp", self.udp_loop), ("forwarder", self.forwarder.run),
+                 ("tcp-accept", self.tcp_loop)]
+        if self.control is not None:
+            loops.append(("control", self.control_loop))
+        for name, target in loops:
             th = threading.Thread(target=target, name=name, daemon=True)
             th.start()
             self.threads.append(th)
@@ -870,14 +1081,19 @@ class Server:
             self.wakeup.clear()
 
     def tick(self, force=False):
+        with self.lock:
+            self._tick(force)
+
+    def _tick(self, force):
         now = time.monotonic()
-        stamp = _stamp(self.config_path)
+        stamp = (_stamp(self.config_path), _stamp(self.fragments_dir))
         changed = force
         if stamp != self.cfg_stamp:
             self.cfg_stamp = stamp
             cfg = self.load_config()
             if cfg is not None:
                 self.cfg = cfg
+                self.catalog = self.load_catalog(cfg)
                 changed = True
         self.check_upstreams(changed)
         if changed:
@@ -916,6 +1132,33 @@ class Server:
                       "reading the keys it knows", cfg.get("version"))
         return cfg
 
+    def load_catalog(self, cfg):
+        """A Catalog from the config's own sandboxes/networks (version 1 layout) and the
+        sandbox files in ``fragments_dir`` (which win)."""
+        specs = specs_from_config(cfg)
+        try:
+            entries = os.listdir(self.fragments_dir)
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.endswith(".json") and not entry.startswith("."):
+                spec = self.read_fragment(entry[:-5])
+                if spec is not None:
+                    specs[entry[:-5]] = spec
+        return Catalog.from_specs(specs, cfg.get("ttl", DEFAULT_TTL))
+
+    def read_fragment(self, name):
+        """The Spec in sandbox ``name``'s file, or None (no file, or unreadable)."""
+        path = os.path.join(self.fragments_dir, name + ".json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return spec_from_fragment(json.load(f))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            log.error("cannot read %s: %s (ignored)", path, e)
+            return None
+
     def check_upstreams(self, cfg_changed):
         cfg = self.cfg
         fwd = self.forwarder
@@ -942,20 +1185,26 @@ class Server:
                          ", ".join(u[2] for u in ups) or "none")
             fwd.upstreams = ups
 
-    def apply(self, only_check=False):
-        """Bring the sockets in line with the config: open, keep, reopen, close."""
+    def apply(self, only_check=False, names=None):
+        """Bring the sockets in line with the catalog: open, keep, reopen, close.
+
+        ``names``: only these sandboxes changed (an update from the control socket);
+        ``only_check``: the catalog did not change, look for replaced namespaces."""
         t0 = time.monotonic()
-        if not only_check:
-            try:
-                desired = build_views(self.cfg)
-            except Exception:
-                log.exception("bad config %s (keeping the previous one)", self.config_path)
-                return
+        if names is not None:
+            views = self.catalog.views
+            desired = {n: (self.catalog.specs[n].netns, views[n]) for n in names
+                       if n in views}
+            scope = set(names)
+        elif not only_check:
+            desired = self.catalog.desired()
+            scope = set(self.sandboxes)
         else:
             desired = {n: (sb.netns, sb.view) for n, sb in self.sandboxes.items()}
+            scope = set(self.sandboxes)
         changed = not only_check
         to_open = []
-        for name in list(self.sandboxes):
+        for name in [n for n in scope if n in self.sandboxes]:
             if name not in desired:
                 self._close(self.sandboxes.pop(name))
                 log.info("sandbox %s removed", name)
@@ -997,9 +1246,87 @@ class Server:
                     udp[sb.udp.fileno()] = (sb.udp, sb.view)
                     tcp[sb.tcp.fileno()] = (sb.tcp, name)
             self.udp_fdmap, self.tcp_fdmap, self.views = udp, tcp, views
-            if not only_check:
+            if names is not None:
+                log.debug("update of %s applied: %d sandboxes (%d listening), %.1f ms",
+                          ", ".join(sorted(names)), len(self.sandboxes), len(udp),
+                          (time.monotonic() - t0) * 1000)
+            elif not only_check:
                 log.info("config applied: %d sandboxes (%d listening), %.1f ms",
                          len(self.sandboxes), len(udp), (time.monotonic() - t0) * 1000)
+
+    # -- control socket (one thread): the engine's changes, applied before it returns
+    def _listen_control(self):
+        """Bind the control socket (mode 0600), or return None (logged) if impossible."""
+        try:
+            os.unlink(self.control_path)
+        except OSError:
+            pass
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with _unix_address(self.control_path) as addr:
+                old = os.umask(0o177)
+                try:
+                    sock.bind(addr)
+                finally:
+                    os.umask(old)
+            sock.listen(16)
+            sock.settimeout(0.5)
+        except OSError as e:
+            sock.close()
+            log.warning("no control socket %s: %s (changes apply at the next poll)",
+                        self.control_path, e)
+            return None
+        return sock
+
+    def control_loop(self):
+        while not self.stopping:
+            try:
+                conn, dummy = self.control.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                if self.stopping:
+                    return
+                time.sleep(0.1)
+                continue
+            with conn:
+                try:
+                    conn.settimeout(CONTROL_TIMEOUT)
+                    request = conn.recv(1 << 20)
+                    if request:
+                        conn.send(json.dumps(self.handle_control(request)).encode())
+                except OSError:
+                    pass
+                except Exception:
+                    log.exception("control request failed")
+
+    def handle_control(self, request):
+        """Apply one request: ``{"op": "update", "sandboxes": [names]}`` re-reads those
+        sandboxes' files; ``{"op": "reload", ...}`` re-reads everything. Replies once
+        the sandboxes named listen (or failed): ``{"ok", "listening", "errors"}``."""
+        try:
+            msg = json.loads(request)
+            names = [str(n) for n in msg.get("sandboxes") or []]
+            op = msg.get("op")
+        except (ValueError, AttributeError, TypeError):
+            return {"ok": False, "error": "bad request"}
+        with self.lock:
+            if op == "reload":
+                self.cfg_stamp = None
+                self._tick(True)
+            elif op == "update":
+                for name in names:
+                    self.catalog.set(name, self.read_fragment(name))
+                self.cfg_stamp = (self.cfg_stamp[0] if self.cfg_stamp else None,
+                                  _stamp(self.fragments_dir))
+                self.apply(names=names)
+            else:
+                return {"ok": False, "error": "unknown op %r" % (op,)}
+            listening = [n for n in names if n in self.sandboxes
+                         and self.sandboxes[n].udp is not None]
+            errors = {n: self.sandboxes[n].error for n in names
+                      if n in self.sandboxes and self.sandboxes[n].error}
+        return {"ok": True, "listening": listening, "errors": errors}
 
     def _close(self, sb):
         for s, ep in ((sb.udp, self.udp_ep), (sb.tcp, self.tcp_ep)):
@@ -1016,6 +1343,12 @@ class Server:
     def shutdown(self):
         self.stopping = True
         self.wakeup.set()
+        if self.control is not None:
+            self.control.close()
+            try:
+                os.unlink(self.control_path)
+            except OSError:
+                pass
         for sb in self.sandboxes.values():
             for s in (sb.udp, sb.tcp):
                 if s is not None:
@@ -1118,6 +1451,24 @@ class Server:
             log.exception("error in TCP connection of sandbox %s", name)
         finally:
             conn.close()
+
+
+class _unix_address:
+    """Context manager giving an AF_UNIX address for ``path``: the path itself, or, when
+    it is longer than sun_path allows, the same file reached through /proc/self/fd."""
+
+    def __init__(self, path):
+        self.path, self.fd = path, -1
+
+    def __enter__(self):
+        if len(os.fsencode(self.path)) < 100:
+            return self.path
+        self.fd = os.open(os.path.dirname(self.path), os.O_RDONLY | os.O_DIRECTORY)
+        return "/proc/self/fd/%d/%s" % (self.fd, os.path.basename(self.path))
+
+    def __exit__(self, *exc):
+        if self.fd >= 0:
+            os.close(self.fd)
 
 
 def _stamp(path):

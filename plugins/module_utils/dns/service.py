@@ -3,12 +3,14 @@
 The daemon (``server.py``) must not run from Ansible's temporary module payload, which
 is deleted when the module exits: ``install_resolver`` copies its source to
 ``<state_dir>/resolver/cnm_resolver.py`` and the daemon runs from there. The daemon
-reads ``<run_dir>/dns/config.json`` (written by ``write_resolver_config``) and applies
-changes within 1 s by itself, so the controller never has to signal it.
+reads ``<run_dir>/dns/config.json`` (global settings, ``write_resolver_config``) and one
+file per sandbox under ``<run_dir>/dns/sandboxes/`` (``write_fragment``).
 
-Call order for the controller, on every run that touches DNS (see the module docs):
-``write_resolver_config`` (whenever the store's DNS view may have changed) then
-``ensure_resolver`` (starts it if it is not running, restarts it after an upgrade).
+Call order for the controller, on every run that touches DNS (see dns_sync.sync):
+write the config and the files of the sandboxes the run changed, ``ensure_resolver``
+(starts it if it is not running, restarts it after an upgrade), then
+``notify_resolver`` with the changed sandboxes: it returns once the daemon applied them.
+The daemon also notices changed files by itself within 1 s (hand edits, older engines).
 """
 import hashlib
 import json
@@ -19,7 +21,8 @@ import sys
 import time
 
 from ..constants import (
-    DNS_CONFIG_FILE, DNS_CONFIG_VERSION, DNS_HOST_RESOLV_CONF, DNS_LOGFILE, DNS_PIDFILE,
+    DNS_CONFIG_FILE, DNS_CONFIG_VERSION, DNS_CONTROL_SOCKET, DNS_CONTROL_TIMEOUT,
+    DNS_FRAGMENTS_SUBDIR, DNS_HOST_RESOLV_CONF, DNS_LOGFILE, DNS_PIDFILE,
     DNS_RESOLVER_DIR, DNS_RESOLVER_SCRIPT, DNS_RUN_SUBDIR, DNS_SYSTEMD_UNIT,
     DNS_SYSTEMD_UNIT_DIR, DNS_TTL, DNS_UPSTREAM_TIMEOUT, DEFAULT_RUN_DIR,
 )
@@ -32,9 +35,12 @@ STOP_TIMEOUT = 5.0
 
 # --- paths ------------------------------------------------------------------------------
 def resolver_paths(run_dir):
-    """``{"dir", "config", "pidfile", "log"}`` under ``<run_dir>/dns`` (absolute)."""
+    """``{"dir", "config", "fragments", "control", "pidfile", "log"}`` under
+    ``<run_dir>/dns`` (absolute)."""
     d = os.path.join(os.path.abspath(run_dir), DNS_RUN_SUBDIR)
     return {"dir": d, "config": os.path.join(d, DNS_CONFIG_FILE),
+            "fragments": os.path.join(d, DNS_FRAGMENTS_SUBDIR),
+            "control": os.path.join(d, DNS_CONTROL_SOCKET),
             "pidfile": os.path.join(d, DNS_PIDFILE), "log": os.path.join(d, DNS_LOGFILE)}
 
 
@@ -120,6 +126,92 @@ def write_resolver_config(run_dir, config):
     os.makedirs(p["dir"], mode=0o755, exist_ok=True)
     text = json.dumps(config, sort_keys=True, separators=(",", ":")) + "\n"
     return atomic_write(p["config"], text, mode=0o600)
+
+
+def sandbox_fragment(netns, forward, records, upstreams=None):
+    """The content of one sandbox's file for the daemon (the contract of
+    ``<run_dir>/dns/sandboxes/<name>.json``), names lower-cased.
+
+    ``records``: ``{net: {"names": [...], "ipv4": ip or None, "ipv6": ip or None,
+    "seq": n}}`` for each network with DNS the sandbox is on (``seq`` orders answers
+    with several addresses: older endpoints first).
+    """
+    nets = {}
+    for net in sorted(records):
+        rec = records[net]
+        names = []
+        for n in rec.get("names") or []:
+            n = str(n).lower().rstrip(".")
+            if n and n not in names:
+                names.append(n)
+        nets[net] = {"names": names, "ipv4": rec.get("ipv4"), "ipv6": rec.get("ipv6"),
+                     "seq": int(rec.get("seq") or 0)}
+    doc = {"version": DNS_CONFIG_VERSION, "netns": netns, "forward": bool(forward),
+           "networks": nets}
+    if upstreams:
+        doc["upstreams"] = list(upstreams)
+    return doc
+
+
+def write_fragment(run_dir, name, fragment):
+    """Write (or, for ``fragment`` None, remove) sandbox ``name``'s file atomically,
+    mode 0600. O(1): nothing else is read or written. Returns True when it changed."""
+    d = resolver_paths(run_dir)["fragments"]
+    path = os.path.join(d, name + ".json")
+    if fragment is None:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+    os.makedirs(d, mode=0o755, exist_ok=True)
+    text = json.dumps(fragment, sort_keys=True, separators=(",", ":")) + "\n"
+    return atomic_write(path, text, mode=0o600)
+
+
+def fragment_names(run_dir):
+    """Names of the sandboxes that have a file for the daemon."""
+    try:
+        entries = os.listdir(resolver_paths(run_dir)["fragments"])
+    except OSError:
+        return []
+    return sorted(e[:-5] for e in entries if e.endswith(".json") and not e.startswith("."))
+
+
+def notify_resolver(run_dir, names=(), reload=False, timeout=DNS_CONTROL_TIMEOUT):
+    """Tell the running daemon what changed and wait until it has applied it.
+
+    Called by the engine after writing sandbox files (``names``) or the config
+    (``reload``). The daemon re-reads only those files and replies once the sandboxes
+    named listen on 127.0.0.11:53 (or failed to), so a workload started after this call
+    gets answers from its first query. Returns the reply (``{"ok", "listening",
+    "errors"}``), or None when no daemon answers on the control socket (not running,
+    or one without a control socket): the caller then falls back to SIGHUP.
+    """
+    import socket
+    path = resolver_paths(run_dir)["control"]
+    if not os.path.exists(path):
+        return None
+    request = json.dumps({"op": "reload" if reload else "update",
+                          "sandboxes": sorted(names)}).encode()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    dir_fd = -1
+    try:
+        sock.settimeout(timeout)
+        address = path
+        if len(os.fsencode(path)) >= 100:
+            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
+            address = "/proc/self/fd/%d/%s" % (dir_fd, os.path.basename(path))
+        sock.connect(address)
+        sock.send(request)
+        reply = sock.recv(1 << 20)
+        return json.loads(reply) if reply else None
+    except (OSError, ValueError):
+        return None
+    finally:
+        sock.close()
+        if dir_fd >= 0:
+            os.close(dir_fd)
 
 
 # --- process ----------------------------------------------------------------------------
