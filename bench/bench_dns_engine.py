@@ -24,10 +24,11 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "tests"))
-sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
-# (conftest puts the checkout on sys.path as ansible_collections.cnm.core)
+# (tests/conftest puts the checkout on sys.path as ansible_collections.cnm.core; the
+# integration directory comes after it: it has a conftest.py of its own)
 import conftest  # noqa: E402,F401 pylint: disable=unused-import
+sys.path.insert(1, os.path.join(REPO, "tests", "integration"))
 from harness import SimHost  # noqa: E402
 from engine_helpers import HostEngine  # noqa: E402
 
