@@ -152,6 +152,10 @@ def sync(engine, sandboxes=(), full=False):
     """
     from .dns import files, service
     run_dir = engine.run_dir
+    if not os.path.isdir(service.resolver_paths(run_dir)["fragments"]):
+        # first DNS change on this host, after a reboot emptied run_dir, or after an
+        # upgrade from the single-file layout: every sandbox needs its file
+        full = True
     config_changed = service.write_resolver_config(run_dir, global_config(engine.store))
     if full:
         names = _write_all(engine)

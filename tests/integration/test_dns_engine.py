@@ -118,3 +118,17 @@ def test_attach_answers_at_once_with_a_resolver_without_control_socket(host, app
     app.endpoint(network="app", sandbox="late", ipv4_address="10.60.0.30")
     assert dig(host, "late", "web") == ["10.60.0.10"]
     assert dig(host, "client", "late") == ["10.60.0.30"]
+
+
+def test_every_sandbox_file_is_rewritten_when_they_are_gone(host, app):
+    """run_dir emptied by a reboot, or an upgrade from the single-file layout: the next
+    change writes every sandbox's resolver file, not only its own."""
+    import shutil
+    from ansible_collections.cnm.core.plugins.module_utils.dns import service
+    shutil.rmtree(service.resolver_paths(host.run_dir)["fragments"])
+    app.endpoint(network="app", sandbox="late", ipv4_address="10.60.0.30")
+    assert dig(host, "late", "web") == ["10.60.0.10"]
+    assert dig(host, "client", "late") == ["10.60.0.30"]
+    assert dig(host, "client", "db") == ["10.60.0.20"]
+    assert sorted(service.fragment_names(host.run_dir)) == ["client", "db", "late", "other",
+                                                             "web"]

@@ -158,13 +158,13 @@ def write_fragment(run_dir, name, fragment):
     mode 0600. O(1): nothing else is read or written. Returns True when it changed."""
     d = resolver_paths(run_dir)["fragments"]
     path = os.path.join(d, name + ".json")
+    os.makedirs(d, mode=0o755, exist_ok=True)  # its existence means: files are complete
     if fragment is None:
         try:
             os.unlink(path)
         except FileNotFoundError:
             return False
         return True
-    os.makedirs(d, mode=0o755, exist_ok=True)
     text = json.dumps(fragment, sort_keys=True, separators=(",", ":")) + "\n"
     return atomic_write(path, text, mode=0o600)
 
