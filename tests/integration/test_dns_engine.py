@@ -130,5 +130,5 @@ def test_every_sandbox_file_is_rewritten_when_they_are_gone(host, app):
     assert dig(host, "late", "web") == ["10.60.0.10"]
     assert dig(host, "client", "late") == ["10.60.0.30"]
     assert dig(host, "client", "db") == ["10.60.0.20"]
-    assert sorted(service.fragment_names(host.run_dir)) == ["client", "db", "late", "other",
-                                                             "web"]
+    names = service.fragment_names(host.run_dir)
+    assert sorted(names) == ["client", "db", "late", "other", "web"]
