@@ -501,21 +501,15 @@ class Catalog:
     def _withdraw(self, name, spec, touched):
         for net, rec in spec.records.items():
             wires, dummy, ptrs = self._keys(name, net, rec)
-            addrs, rev = self.addrs.get(net, {}), self.ptrs.get(net, {})
-            for w in wires:
-                holders = addrs.get(w)
-                if holders is not None:
-                    holders.pop(name, None)
-                    if not holders:
-                        del addrs[w]
-                touched.setdefault(net, set()).add(w)
-            for w, dummy in ptrs:
-                holders = rev.get(w)
-                if holders is not None:
-                    holders.pop(name, None)
-                    if not holders:
-                        del rev[w]
-                touched.setdefault(net, set()).add(w)
+            for index, keys in ((self.addrs.get(net, {}), wires),
+                                (self.ptrs.get(net, {}), [w for w, dummy in ptrs])):
+                for w in keys:
+                    holders = index.get(w)
+                    if holders is not None:
+                        holders.pop(name, None)
+                        if not holders:
+                            del index[w]
+                    touched.setdefault(net, set()).add(w)
 
     def _contribute(self, name, spec, touched):
         for net, rec in spec.records.items():
