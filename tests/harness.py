@@ -212,3 +212,20 @@ def eventually(predicate, timeout=3.0, interval=0.05):
         time.sleep(interval)
         value = predicate()
     return value
+
+
+def udp_ask(address, port, tries=3, timeout=2):
+    """argv of a UDP client that sends ``ping`` to ``address``:``port`` and prints the
+    first answer, sending again after ``timeout`` seconds up to ``tries`` times (as any
+    UDP client does: one lost datagram on a loaded 2-core machine is not a failure)."""
+    code = ("import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.settimeout(%d)\n"
+            "for i in range(%d):\n"
+            "    s.sendto(b'ping', (%r, %d))\n"
+            "    try:\n"
+            "        print(s.recv(100).decode())\n"
+            "        break\n"
+            "    except socket.timeout:\n"
+            "        pass\n") % (timeout, tries, address, port)
+    return ["python3", "-c", code]

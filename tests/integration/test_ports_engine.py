@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from engine_helpers import HostEngine
-from harness import connect
+from harness import connect, udp_ask
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 H1, H2 = "192.168.77.1", "192.168.77.2"
@@ -24,8 +24,6 @@ UDP_ECHO = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SO
             "while True:\n d,a=s.recvfrom(100);s.sendto(b'echo:'+d,a)\"")
 CONNECT = ("python3 -c \"import socket,sys;s=socket.create_connection(('%s',%d),timeout=2);"
            "print(s.recv(100).decode().strip())\"")
-UDP_SEND = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-            "s.settimeout(2);s.sendto(b'ping',('%s',%d));print(s.recv(100).decode())\"")
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -67,7 +65,7 @@ def test_tcp_and_udp_published_ports_reach_the_sandbox_from_another_host(lan):
     assert res.data["ports"]["80/tcp"] == [{"HostIp": "0.0.0.0", "HostPort": "8080"}]
     out = reach(h2, H1, 8080)
     assert out and out.startswith("hello from web")
-    udp = h2.run(UDP_SEND % (H1, 5353), check=False).stdout.strip()
+    udp = h2.run(udp_ask(H1, 5353), check=False).stdout.strip()
     assert udp == "echo:ping"
     # from h1 itself (output path) and hairpin from the sandbox to its own port
     assert reach(h1, H1, 8080)

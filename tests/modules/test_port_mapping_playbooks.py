@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "integration"))
 
 from ansible_runner import run_playbook  # noqa: E402
-from harness import connect, eventually  # noqa: E402
+from harness import connect, eventually, udp_ask  # noqa: E402
 from snapshot import snapshot  # noqa: E402
 
 H1, H2 = "192.168.78.1", "192.168.78.2"
@@ -85,8 +85,6 @@ UDP_ECHO = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SO
             "while True:\n d,a=s.recvfrom(100);s.sendto(b'echo:'+d,a)\"")
 CONNECT = ("python3 -c \"import socket;s=socket.create_connection(('%s',%d),timeout=2);"
            "s.settimeout(2);print(s.recv(100).decode().strip())\"")
-UDP_SEND = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-            "s.settimeout(2);s.sendto(b'ping',('%s',%d));print(s.recv(100).decode())\"")
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -202,7 +200,7 @@ def test_publish_check_diff_idempotency_and_traffic(lan):
                           and ":5300 " in h1.sandbox_run("web", "ss -lunH").stdout,
                           timeout=10)
         assert reach(h2, H1, 8080) == "hello from web"
-        udp = h2.run(UDP_SEND % (H1, 5353), check=False, timeout=10).stdout.strip()
+        udp = h2.run(udp_ask(H1, 5353), check=False, timeout=10).stdout.strip()
         assert udp == "echo:ping"
         assert reach(h1, "127.0.0.1", 8081) == "hello from web"
         assert reach(h2, H1, 8081) is None
