@@ -9,6 +9,7 @@ a port is a pure delta (no read); creating or removing a network reads the famil
 import os
 
 from ..errors import DependencyError, KernelError
+from . import iptables_nft
 from . import render_iptables as R
 from .base import (FirewallBackend, find_tool, kernel_drift, legacy_rules_warning,
                    prepare_kernel, removed_mappings, run_tool)
@@ -99,7 +100,7 @@ class IptablesBackend(FirewallBackend):
         if ports_only:
             try:
                 for family in families:
-                    self._restore(family, R.plan_fast(old, new, family))
+                    self._apply_fast(old, new, family)
                 families = []
             except KernelError:
                 # drift: reconcile every family against what the kernel holds
@@ -111,6 +112,27 @@ class IptablesBackend(FirewallBackend):
         if mappings:
             from .conntrack import flush_mappings
             flush_mappings(mappings)
+
+    def _apply_fast(self, old, new, family):
+        """A ports-only change in one family, assuming the kernel holds ``old``: rules
+        withdrawn are deleted by handle in-process when the host's iptables is the
+        nf_tables variant (see iptables_nft: iptables-restore would wait for the
+        kernel's RCU grace period before exiting), the rest is one restore."""
+        runner = self._nft_runner()
+        rules = iptables_nft.deletions(old, new, family) if runner is not None else None
+        if rules is None:
+            self._restore(family, R.plan_fast(old, new, family))
+            return
+        if rules:
+            runner.run(iptables_nft.delete_script(runner, rules))
+        self._restore(family, R.plan_fast(old, new, family, deletes=False))
+
+    def _nft_runner(self):
+        """An in-process NftRunner when our rules are nf_tables rules, else None."""
+        if self.variant != "nft":
+            return None
+        from .nftables import NftRunner, _libnft
+        return NftRunner(use_library=True) if _libnft is not None else None
 
     def check(self, rules):
         """See FirewallBackend.check (both families)."""

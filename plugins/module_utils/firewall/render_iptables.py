@@ -239,10 +239,11 @@ def _has_networks(saved, excluding=None):
     return any(line.startswith("-i ") and line != excluding for line in lines)
 
 
-def plan_fast(old, new, family):
+def plan_fast(old, new, family, deletes=True):
     """Restore script turning ``old`` into ``new`` assuming the kernel holds ``old``
     exactly and both differ only in ports: single-line deletes and appends in the
-    network's CNM-DN/CNM-PUB chains, computed from the changed mappings only."""
+    network's CNM-DN/CNM-PUB chains, computed from the changed mappings only. Without
+    ``deletes``, only the appends (the caller deletes by handle, see iptables_nft)."""
     validate_structure(new)
     removed, added, gone, fresh = port_delta(old, new)
     validate_ports(new, added)
@@ -250,6 +251,8 @@ def plan_fast(old, new, family):
         return ""
     dummy, dummy2, pub, dn = net_chain_names(new.short_id)
     plan = Plan()
+    if not deletes:
+        removed, gone = [], []
     for p in removed:
         if p.family == family:
             plan.op("nat", "-D %s %s" % (dn, dnat_line(p)))
