@@ -85,17 +85,35 @@ def _umount(path):
     subprocess.run(["umount", "-l", path], stderr=subprocess.DEVNULL, check=False)
 
 
-class SimHost:
-    """One simulated host: ``/run/netns/<name>`` plus private engine directories."""
+def tmpfs_dir():
+    """A tmpfs directory for runtime files (/dev/shm), or None when there is none."""
+    try:
+        with open("/proc/self/mounts") as fh:
+            mounts = {line.split()[1]: line.split()[2] for line in fh if line.strip()}
+    except OSError:
+        return None
+    return "/dev/shm" if mounts.get("/dev/shm") == "tmpfs" else None
 
-    def __init__(self, label="h"):
+
+class SimHost:
+    """One simulated host: ``/run/netns/<name>`` plus private engine directories.
+
+    ``tmpfs_runtime``: put run_dir and netns_dir on tmpfs, as a real host has them
+    (/run), with state_dir on disk (/var/lib); the benchmarks use it. Tests keep
+    everything under one /tmp directory.
+    """
+
+    def __init__(self, label="h", tmpfs_runtime=False):
         self.suffix = suffix()
         self.name = "%s-%s-%s" % (PREFIX, label, self.suffix)
         self.path = "/run/netns/%s" % self.name
         self.root = tempfile.mkdtemp(prefix="%s-%s-" % (PREFIX, self.suffix))
+        runtime = tmpfs_dir() if tmpfs_runtime else None
+        self.runtime_root = (tempfile.mkdtemp(prefix="%s-%s-" % (PREFIX, self.suffix),
+                                              dir=runtime) if runtime else self.root)
         self.state_dir = os.path.join(self.root, "state")
-        self.run_dir = os.path.join(self.root, "run")
-        self.netns_dir = os.path.join(self.root, "netns")
+        self.run_dir = os.path.join(self.runtime_root, "run")
+        self.netns_dir = os.path.join(self.runtime_root, "netns")
         for d in (self.state_dir, self.run_dir, self.netns_dir):
             os.makedirs(d, exist_ok=True)
         subprocess.run(["ip", "netns", "add", self.name], check=True)
@@ -177,12 +195,14 @@ class SimHost:
         for p in sandbox_paths:
             _umount(p)
         # bind mounts under run_dir/state_dir (e.g. per-sandbox files), if any
-        subprocess.run(["sh", "-c", "grep -o ' %s[^ ]*' /proc/self/mountinfo | sort -r "
-                        "| xargs -r -n1 umount -l" % self.root],
-                       stderr=subprocess.DEVNULL, check=False)
+        for root in sorted({self.root, self.runtime_root}):
+            subprocess.run(["sh", "-c", "grep -o ' %s[^ ]*' /proc/self/mountinfo | sort -r "
+                            "| xargs -r -n1 umount -l" % root],
+                           stderr=subprocess.DEVNULL, check=False)
         subprocess.run(["ip", "netns", "del", self.name], stderr=subprocess.DEVNULL,
                        check=False)
-        shutil.rmtree(self.root, ignore_errors=True)
+        for root in sorted({self.root, self.runtime_root}):
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def connect(h1, h2, addr1, addr2, prefix=24, name="lan"):
