@@ -47,19 +47,27 @@ def _entries(mapping, family=socket.AF_INET):
             if conntrack._matches(mapping, orig, reply)]
 
 
+def _nat_lab(host, family, addresses, dnat_rules):
+    """A veth pair with ``addresses`` on one end and output DNAT ``dnat_rules`` in an nft
+    table of ``family``: datagrams sent to those addresses make conntrack entries."""
+    nodad = " nodad" if family == "ip6" else ""
+    host.run(" && ".join(["ip link add dummyx type veth peer name dummyy"]
+                         + ["ip addr add %s dev dummyx%s" % (a, nodad) for a in addresses]
+                         + ["ip link set dummyx up", "ip link set dummyy up"]))
+    host.run(" && ".join(["nft add table %s t" % family,
+                          "nft add chain %s t out '{ type nat hook output priority -100; }'"
+                          % family]
+                         + ["nft add rule %s t out %s" % (family, r) for r in dnat_rules]))
+
+
 @pytest.mark.parametrize("kernel_filter", [True, False], ids=["filtered-flush", "dump"])
 def test_conntrack_entries_of_a_mapping_are_deleted_through_netlink(
         host, monkeypatch, kernel_filter):
     if os.geteuid() != 0:
         pytest.skip("needs root")
     monkeypatch.setitem(conntrack._KERNEL_FILTER, "supported", kernel_filter)
-    host.run("ip link add dummyx type veth peer name dummyy && "
-             "ip addr add 10.66.0.1/24 dev dummyx && ip link set dummyx up && "
-             "ip link set dummyy up")
-    host.run("nft add table ip t && nft add chain ip t out "
-             "'{ type nat hook output priority -100; }' && "
-             "nft add rule ip t out udp dport 5353 dnat to 10.66.0.2:53 && "
-             "nft add rule ip t out udp dport 5354 dnat to 10.66.0.3:53")
+    _nat_lab(host, "ip", ["10.66.0.1/24"], ["udp dport 5353 dnat to 10.66.0.2:53",
+                                            "udp dport 5354 dnat to 10.66.0.3:53"])
     mapping = PortMapping("udp", "", 5353, "10.66.0.2", 53, 4)
     neighbour = PortMapping("udp", "", 5354, "10.66.0.3", 53, 4)
     other = PortMapping("udp", "", 5354, "10.66.0.2", 53, 4)  # port of one, container of other
@@ -82,14 +90,9 @@ def test_ipv6_conntrack_entries_are_deleted_exactly(host):
     inverted (6.18), it would delete the neighbour's entry and keep the mapping's."""
     if os.geteuid() != 0:
         pytest.skip("needs root")
-    host.run("ip link add dummyx type veth peer name dummyy && "
-             "ip addr add fd66::1/64 dev dummyx nodad && "
-             "ip addr add fd66::10/64 dev dummyx nodad && ip link set dummyx up && "
-             "ip link set dummyy up")
-    host.run("nft add table ip6 t && nft add chain ip6 t out "
-             "'{ type nat hook output priority -100; }' && "
-             "nft add rule ip6 t out ip6 daddr fd66::1 udp dport 5353 dnat to [fd66::2]:53 && "
-             "nft add rule ip6 t out ip6 daddr fd66::10 udp dport 5353 dnat to [fd66::3]:53")
+    _nat_lab(host, "ip6", ["fd66::1/64", "fd66::10/64"],
+             ["ip6 daddr fd66::1 udp dport 5353 dnat to [fd66::2]:53",
+              "ip6 daddr fd66::10 udp dport 5353 dnat to [fd66::3]:53"])
     mapping = PortMapping("udp", "", 5353, "fd66::2", 53, 6)
     neighbour = PortMapping("udp", "", 5353, "fd66::3", 53, 6)
     with in_netns(host.path):
