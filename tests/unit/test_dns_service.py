@@ -105,3 +105,15 @@ def test_sandbox_files_are_private_written_only_when_changed_and_removed_with_no
 
 def test_notify_without_a_resolver_returns_none(tmp_path):
     assert service.notify_resolver(str(tmp_path), ["web"]) is None
+
+
+def test_the_daemon_agrees_with_the_engine_on_names_it_duplicates():
+    """server.py runs on its own, so it repeats some engine constants: they must agree."""
+    from ansible_collections.cnm.core.plugins.module_utils import constants as C
+    from ansible_collections.cnm.core.plugins.module_utils.dns import server
+    assert (server.LISTEN_ADDRESS, server.LISTEN_PORT) == (C.DNS_LISTEN_ADDRESS, C.DNS_PORT)
+    assert server.FRAGMENTS_DIR == C.DNS_FRAGMENTS_SUBDIR
+    assert server.CONTROL_SOCKET == C.DNS_CONTROL_SOCKET
+    assert server.SCRIPT_NAME == C.DNS_RESOLVER_SCRIPT
+    paths = service.resolver_paths("/run/cnm")
+    assert os.path.dirname(paths["fragments"]) == os.path.dirname(paths["config"])
