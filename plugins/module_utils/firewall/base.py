@@ -39,6 +39,23 @@ class FirewallBackend:
         """
         raise NotImplementedError
 
+    def _whole_or_delta(self, old, new, complete):
+        """The first step of every backend's ``apply``: returns ``(old, new, complete)``.
+
+        A change that is not ports-only works on whole rule sets (``complete()`` is
+        called, and None is returned in its place); a network whose id changed is
+        removed first (``old`` becomes None). Otherwise everything is returned as given.
+        """
+        if complete is not None and (old is None or new is None
+                                     or old.network_id != new.network_id
+                                     or old.without_ports() != new.without_ports()):
+            old, new = complete()
+            complete = None
+        if old is not None and new is not None and old.network_id != new.network_id:
+            self.apply(old, None)
+            old = None
+        return old, new, complete
+
     def check(self, rules):
         """Drift of one network: human-readable list of what the kernel lacks or holds
         in excess for ``rules`` ([] = in sync). Read-only; raises KernelError when the

@@ -85,14 +85,7 @@ class IptablesBackend(FirewallBackend):
         with the changed lines only; anything else reads the family's state first."""
         if old is None and new is None:
             return
-        if complete is not None and (old is None or new is None
-                                     or old.network_id != new.network_id
-                                     or old.without_ports() != new.without_ports()):
-            old, new = complete()  # not a ports-only change: work on whole rule sets
-            complete = None
-        if old is not None and new is not None and old.network_id != new.network_id:
-            self.apply(old, None)
-            old = None
+        old, new, complete = self._whole_or_delta(old, new, complete)
         mappings = removed_mappings(old, new)
         ports_only = (old is not None and new is not None
                       and old.without_ports() == new.without_ports())

@@ -131,14 +131,7 @@ class NftablesBackend(FirewallBackend):
         if the kernel refuses it (drift), the table is read and reconciled."""
         if old is None and new is None:
             return
-        if complete is not None and (old is None or new is None
-                                     or old.network_id != new.network_id
-                                     or old.without_ports() != new.without_ports()):
-            old, new = complete()  # not a ports-only change: work on whole rule sets
-            complete = None
-        if old is not None and new is not None and old.network_id != new.network_id:
-            self.apply(old, None)
-            old = None
+        old, new, complete = self._whole_or_delta(old, new, complete)
         removed = removed_mappings(old, new)
         if new is None:
             self._remove(old)
