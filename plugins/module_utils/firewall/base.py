@@ -10,6 +10,7 @@ import shutil
 import subprocess
 
 from ..errors import DependencyError, KernelError
+from ..netns.sysctl import read_path as _read
 
 TOOL_TIMEOUT = 30  # seconds; a firewall tool that hangs longer is reported, not waited on
 _SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
@@ -218,11 +219,3 @@ def legacy_rules_warning():
         return []
     return ["iptables-legacy holds %d rule(s) beside the nf_tables rules of this host; "
             "both are evaluated, and a drop in either one wins" % count]
-
-
-def _read(path):
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError:
-        return None

@@ -8,13 +8,19 @@ def _path(name):
     return "/proc/sys/" + name.replace(".", "/")
 
 
+def read_path(path):
+    """Stripped content of a /proc file (a sysctl, /proc/thread-self/net/...), or None
+    when it cannot be read. Paths are resolved in the calling thread's namespace."""
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
 def read(name):
     """Value of sysctl ``name`` (e.g. ``net.ipv4.ip_forward``) or None if absent."""
-    try:
-        with open(_path(name)) as fh:
-            return fh.read().strip()
-    except FileNotFoundError:
-        return None
+    return read_path(_path(name))
 
 
 def ensure(name, value):

@@ -14,6 +14,7 @@ from ..constants import (DEFAULT_EPHEMERAL_RANGE, SYSCTL_PORT_RANGE,
                          SYSCTL_RESERVED_PORTS)
 from ..errors import ConflictError, PoolExhaustedError, ValidationError
 from ..firewall.model import PortMapping
+from ..netns.sysctl import read_path as _read
 
 _ALL = {4: "0.0.0.0", 6: "::"}
 _TCP_LISTEN = "0A"
@@ -233,14 +234,6 @@ def parse_port_list(text):
         except ValueError:
             continue
     return ports
-
-
-def _read(path):
-    try:
-        with open(path) as fh:
-            return fh.read().strip()
-    except OSError:
-        return None
 
 
 def _hex_ip(text):
