@@ -249,3 +249,42 @@ def udp_ask(address, port, tries=3, timeout=2):
             "    except socket.timeout:\n"
             "        pass\n") % (timeout, tries, address, port)
     return ["python3", "-c", code]
+
+
+def tcp_greeter(port, name, idle=60, with_client=False):
+    """argv of a TCP server on ``port`` that greets each client with ``hello from
+    <name>`` (plus the client's address as the server sees it, ``with_client``) and
+    exits after ``idle`` seconds without a client."""
+    greeting = "('hello from %s ' + a[0])" % name if with_client else "'hello from %s'" % name
+    code = ("import socket\n"
+            "s = socket.socket()\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            "s.bind(('0.0.0.0', %d))\n"
+            "s.listen()\n"
+            "s.settimeout(%d)\n"
+            "while True:\n"
+            "    c, a = s.accept()\n"
+            "    c.sendall((%s + '\\n').encode())\n"
+            "    c.close()\n") % (port, idle, greeting)
+    return ["python3", "-c", code]
+
+
+def udp_echo(port, idle=60):
+    """argv of a UDP server on ``port`` answering ``echo:<datagram>``."""
+    code = ("import socket\n"
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "s.bind(('0.0.0.0', %d))\n"
+            "s.settimeout(%d)\n"
+            "while True:\n"
+            "    d, a = s.recvfrom(100)\n"
+            "    s.sendto(b'echo:' + d, a)\n") % (port, idle)
+    return ["python3", "-c", code]
+
+
+def tcp_read(address, port, timeout=2):
+    """argv of a TCP client printing the first line a server at ``address:port`` sends."""
+    code = ("import socket\n"
+            "s = socket.create_connection((%r, %d), timeout=%d)\n"
+            "s.settimeout(%d)\n"
+            "print(s.recv(100).decode().strip())\n") % (address, port, timeout, timeout)
+    return ["python3", "-c", code]

@@ -9,21 +9,11 @@ import sys
 import pytest
 
 from engine_helpers import HostEngine
-from harness import connect, udp_ask
+from harness import connect, tcp_greeter, tcp_read, udp_ask, udp_echo
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 H1, H2 = "192.168.77.1", "192.168.77.2"
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TCP_SERVER = ("python3 -c \"import socket;s=socket.socket();"
-              "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',%d));"
-              "s.listen();s.settimeout(30)\n"
-              "while True:\n c,a=s.accept();c.sendall(('hello from %s '+a[0]+'\\n').encode());"
-              "c.close()\"")
-UDP_ECHO = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-            "s.bind(('0.0.0.0',%d));s.settimeout(30)\n"
-            "while True:\n d,a=s.recvfrom(100);s.sendto(b'echo:'+d,a)\"")
-CONNECT = ("python3 -c \"import socket,sys;s=socket.create_connection(('%s',%d),timeout=2);"
-           "print(s.recv(100).decode().strip())\"")
 
 
 @pytest.fixture(params=["nftables", "iptables"])
@@ -33,8 +23,8 @@ def lan(request, make_host):
     eng = HostEngine(h1, firewall_backend=request.param)
     eng.network(name="app", ipam={"config": [{"subnet": "10.70.0.0/24"}]})
     eng.endpoint(network="app", sandbox="web", ipv4_address="10.70.0.10")
-    servers = [h1.popen(TCP_SERVER % (80, "web"), sandbox="web"),
-               h1.popen(UDP_ECHO % 5300, sandbox="web")]
+    servers = [h1.popen(tcp_greeter(80, "web", idle=30, with_client=True), sandbox="web"),
+               h1.popen(udp_echo(5300, idle=30), sandbox="web")]
     try:
         yield h1, h2, eng, request.param
     finally:
@@ -44,7 +34,7 @@ def lan(request, make_host):
 
 
 def reach(host, address, port, sandbox=None):
-    cmd = CONNECT % (address, port)
+    cmd = tcp_read(address, port)
     proc = (host.sandbox_run(sandbox, cmd, check=False) if sandbox
             else host.run(cmd, check=False))
     return proc.stdout.strip() if proc.returncode == 0 else None
@@ -106,7 +96,7 @@ def test_ephemeral_ports_are_distinct_in_range_and_stable(lan):
 
 def test_masquerade_isolation_and_teardown(lan):
     h1, h2, eng, backend = lan
-    srv = h2.popen(TCP_SERVER % (7000, "h2"))
+    srv = h2.popen(tcp_greeter(7000, "h2", idle=30, with_client=True))
     try:
         from harness import eventually
         assert eventually(lambda: ":7000" in h2.run("ss -ltn").stdout)

@@ -13,7 +13,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "integration"))
 
 from ansible_runner import run_playbook  # noqa: E402
-from harness import connect, eventually, udp_ask  # noqa: E402
+from harness import (connect, eventually, tcp_greeter, tcp_read, udp_ask,  # noqa: E402
+                     udp_echo)
 from snapshot import snapshot  # noqa: E402
 
 H1, H2 = "192.168.78.1", "192.168.78.2"
@@ -76,16 +77,6 @@ TEARDOWN = """
       cnm.core.cnm_network: {name: app, state: absent}
 """
 
-TCP_SERVER = ("python3 -c \"import socket;s=socket.socket();"
-              "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(('0.0.0.0',%d));"
-              "s.listen();s.settimeout(60)\n"
-              "while True:\n c,a=s.accept();c.sendall(b'hello from web\\n');c.close()\"")
-UDP_ECHO = ("python3 -c \"import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
-            "s.bind(('0.0.0.0',%d));s.settimeout(60)\n"
-            "while True:\n d,a=s.recvfrom(100);s.sendto(b'echo:'+d,a)\"")
-CONNECT = ("python3 -c \"import socket;s=socket.create_connection(('%s',%d),timeout=2);"
-           "s.settimeout(2);print(s.recv(100).decode().strip())\"")
-
 
 @pytest.fixture(params=["nftables", "iptables"])
 def lan(request, make_host):
@@ -123,7 +114,7 @@ def links(host):
 
 def reach(host, address, port, sandbox=None):
     """The TCP server's greeting through ``address:port`` (None: no answer)."""
-    cmd = CONNECT % (address, port)
+    cmd = tcp_read(address, port)
     proc = (host.sandbox_run(sandbox, cmd, check=False, timeout=10) if sandbox
             else host.run(cmd, check=False, timeout=10))
     return proc.stdout.strip() if proc.returncode == 0 else None
@@ -193,8 +184,8 @@ def test_publish_check_diff_idempotency_and_traffic(lan):
     assert second["publish web"]["ports"] == ports
 
     # traffic: from h2 through h1's LAN address; the 127.0.0.1 binding from h1 only
-    servers = [h1.popen(TCP_SERVER % 80, sandbox="web"),
-               h1.popen(UDP_ECHO % 5300, sandbox="web")]
+    servers = [h1.popen(tcp_greeter(80, "web"), sandbox="web"),
+               h1.popen(udp_echo(5300), sandbox="web")]
     try:
         assert eventually(lambda: "0.0.0.0:80 " in h1.sandbox_run("web", "ss -ltnH").stdout
                           and ":5300 " in h1.sandbox_run("web", "ss -lunH").stdout,
