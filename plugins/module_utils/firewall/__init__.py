@@ -20,36 +20,35 @@ def get_backend(name):
         raise ValidationError("unknown firewall backend %r (choose from %s)"
                               % (name, ", ".join(FIREWALL_BACKENDS)),
                               field="firewall_backend")
+    if name == "auto":
+        return _auto()
+    return _make(name)
+
+
+def _make(name):
+    """A new backend by name, its module imported only now."""
     if name == "none":
         from .none import NoneBackend
         return NoneBackend()
     if name == "nftables":
         from .nftables import NftablesBackend
         return NftablesBackend()
-    if name == "iptables":
-        from .iptables import IptablesBackend
-        return IptablesBackend()
-    return _auto()
+    from .iptables import IptablesBackend
+    return IptablesBackend()
 
 
 def _auto():
     reasons = []
-    try:
-        from .nftables import NftablesBackend
-        backend = NftablesBackend()
+    for name, refused in (("nftables", "the kernel refused table inet cnm"),
+                          ("iptables", "iptables-save failed")):
+        try:
+            backend = _make(name)
+        except DependencyError as exc:
+            reasons.append(str(exc))
+            continue
         if backend.works():
             return backend
-        reasons.append("nftables: the kernel refused table inet cnm")
-    except DependencyError as exc:
-        reasons.append(str(exc))
-    try:
-        from .iptables import IptablesBackend
-        backend = IptablesBackend()
-        if backend.works():
-            return backend
-        reasons.append("iptables: iptables-save failed")
-    except DependencyError as exc:
-        reasons.append(str(exc))
+        reasons.append("%s: %s" % (name, refused))
     raise DependencyError("firewall_backend auto: no usable firewall (%s); install "
                           "nftables or iptables, or set firewall_backend: none"
                           % "; ".join(reasons))
