@@ -16,7 +16,7 @@ from . import validation as V
 from .difference import DifferenceTracker
 from .drivers import get_driver
 from .errors import CnmError, ConflictError, NotFoundError, ValidationError
-from .firewall.model import PortMapping
+from .firewall.model import NetworkRules, PortMapping
 from .ipam.allocator import AddressAllocator, AllocationLookup, pool_containing
 from .ipam.config import PoolConfig, normalise_address, parse_ipam_config
 from .ipam.mac import generate_mac, mac_from_ip, normalise_mac
@@ -210,7 +210,6 @@ class Engine:
         """The whole desired rule set of ``net`` as data (None: no rules for it)."""
         if net.driver != "bridge":
             return None
-        from .firewall.model import NetworkRules, PortMapping
         if endpoints is None:
             docs = [p for row in self.store.published_ports(net.id) for p in row[3]]
         else:
@@ -235,7 +234,6 @@ class Engine:
         """
         if net.driver != "bridge" or self.firewall.name == "none":
             return
-        from .firewall.model import NetworkRules
         if remove:
             new = None
         elif new_ports is not None:
@@ -270,10 +268,10 @@ class Engine:
         """
         if net.driver != "bridge" or self.firewall.name == "none":
             return
-        from .firewall.model import NetworkRules
         current = self._firewall_rules(net, [])
         if not net.firewall or _rules_base(current) != net.firewall:
-            return self._sync_firewall(net)  # not only ports: the whole rule set
+            self._sync_firewall(net)  # not only ports: the whole rule set
+            return
         old = dataclasses.replace(NetworkRules.from_dict(net.firewall),
                                   ports=tuple(sorted(before)))
         new = dataclasses.replace(current, ports=tuple(sorted(after)))
@@ -1444,7 +1442,6 @@ class Engine:
         """(mapping, sandbox name) of every other endpoint that a mapping of
         ``requested`` could clash with: the holders of the host ports asked for (index
         lookups), or every published mapping when an ephemeral port must be chosen."""
-        from .firewall.model import PortMapping
         if any(r.ephemeral for r in requested):
             rows = self.store.published_ports()
         else:
@@ -1455,7 +1452,6 @@ class Engine:
                 for ep_id, dummy, name, docs in rows if ep_id != ep.id for doc in docs]
 
     def _port_op(self, sandbox, network, state, requested, exclusive):
-        from .firewall.model import PortMapping
         from .ports.allocator import allocate_ports
         from .ports.spec import to_docker_ports
         if self.check_mode and state == "present" and self._sandbox(sandbox) is None:

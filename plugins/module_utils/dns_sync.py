@@ -170,7 +170,8 @@ def sync(engine, sandboxes=(), full=False):
     if started:
         # a new daemon loaded every file before it reported ready
         for sb in sandboxes:
-            _wait_listening(sb.netns_path, present=_fragment_exists(run_dir, sb.name))
+            if _fragment_exists(run_dir, sb.name):
+                _wait_listening(sb.netns_path)
     elif config_changed or names:
         _tell_resolver(run_dir, names, config_changed, sandboxes)
     for sb in sandboxes:
@@ -219,12 +220,10 @@ def _reload(service, run_dir):
             pass
 
 
-def _wait_listening(netns, timeout=1.0, present=True):
+def _wait_listening(netns, timeout=1.0):
     """Return once the resolver listens on 127.0.0.11:53 inside ``netns`` (bounded):
     a workload started right after this run gets answers from its first query."""
     import time
-    if not present:
-        return
     from .netns import namespace
     from .ports.allocator import diag_sockets
     deadline = time.monotonic() + timeout
