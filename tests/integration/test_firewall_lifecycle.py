@@ -156,6 +156,29 @@ def test_adding_a_port_leaves_existing_rules_in_place(lab):
     assert rule_handles(lab.h1) == before
 
 
+def test_withdrawn_ports_leave_exactly_the_rules_of_the_others(lab, monkeypatch):
+    """IPv4, 127.0.0.1-bound UDP and IPv6 mappings withdrawn one by one: the kernel is
+    back in sync each time, and the port stops answering. On nf_tables-variant
+    iptables the rules go by handle, not through ``iptables-restore -D``."""
+    net, s1 = published_lab(lab)
+    scripts = []
+    restore = IptablesBackend._restore
+
+    def recording_restore(self, family, script):
+        scripts.append(script)
+        return restore(self, family, script)
+    monkeypatch.setattr(IptablesBackend, "_restore", recording_restore)
+    for port, proto in ((5353, "udp"), (8080, "tcp")):
+        net.unpublish(port, proto)
+        assert lab.in_h1(lab.backend.check, net.rules()) == []
+    assert lab.talk(lab.h2, H1_LAN, 8080) == ""
+    if lab.backend_name == "iptables":
+        saved = lab.h1.run("iptables-save -t nat; ip6tables-save -t nat").stdout
+        assert "-j DNAT" not in saved
+        if lab.backend.variant == "nft":
+            assert not any("-D " in script for script in scripts), scripts
+
+
 def test_changing_network_options_in_place(lab):
     net = lab.network("a", "172.30.1.0/24")
     s1, s2 = lab.sandbox(net, 2), lab.sandbox(net, 3)
