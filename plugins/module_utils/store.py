@@ -233,6 +233,33 @@ class Store:
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                               ("setting:" + key, json.dumps(value, sort_keys=True)))
 
+    # -- intents: kernel/resolver steps promised by a committed store write -----------
+    def set_intent(self, kind, key, value):
+        """Record that the step ``kind`` (``firewall``, ``dns``) for ``key`` must still
+        reach the kernel or the resolver. Written in the same transaction as the store
+        change that needs it, so a run killed in between leaves it for the next run."""
+        with self.transaction():
+            self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)",
+                              ("intent:%s:%s" % (kind, key), json.dumps(value, sort_keys=True)))
+
+    def intent(self, kind, key):
+        """The value of one recorded intent, or None."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?",
+                                ("intent:%s:%s" % (kind, key),)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def clear_intent(self, kind, key):
+        """The step was done: forget it."""
+        with self.transaction():
+            self.conn.execute("DELETE FROM meta WHERE key=?", ("intent:%s:%s" % (kind, key),))
+
+    def intents(self):
+        """[(kind, key, value)] of every recorded intent, oldest first (a range scan
+        of the meta table's primary key: nothing is read when there are none)."""
+        rows = self.conn.execute("SELECT key, value FROM meta WHERE key >= 'intent:' AND "
+                                 "key < 'intent;' ORDER BY rowid")
+        return [tuple(k.split(":", 2)[1:]) + (json.loads(v),) for k, v in rows]
+
     # -- IPAM allocations --------------------------------------------------------------
     def allocations(self, network_id):
         """{address: owner} of every address allocated in network ``network_id``."""
