@@ -1,4 +1,4 @@
-"""Keeps the resolver's files and the per-sandbox name files in step with the store.
+"""Keeping the resolver's files and the per-sandbox name files in step with the store.
 
 Called by the controller after every change of sandboxes, endpoints or DNS settings
 (never in check mode). The resolver reads one small file per sandbox
@@ -11,11 +11,14 @@ an attach does not grow with the number of sandboxes on the host.
 import json
 import os
 
-from . import constants as C
-from .errors import KernelError
-from .model import Endpoint
+from .. import constants as C
+from ..errors import CnmError, KernelError
+from ..model import Endpoint
+from .session import Session
 
 DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the resolver
+INTENT_DNS = "dns"
+INTENT_ALL = "*"  # the intent key of a DNS step over every sandbox
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 
 
@@ -32,7 +35,7 @@ def _ip(cidr):
 
 def global_config(store):
     """The resolver's config.json content: settings only (sandboxes have their files)."""
-    from .dns import service
+    from ..dns import service
     settings = resolver_settings(store)
     return service.resolver_config({}, {}, ttl=settings.get("ttl"),
                                    upstreams=settings.get("upstreams") or [],
@@ -42,7 +45,7 @@ def global_config(store):
 def fragment(store, sandbox_id):
     """The resolver's file content for one sandbox, or None when the sandbox is gone or
     on no network with DNS. Reads only that sandbox's rows (json_extract in SQLite)."""
-    from .dns import service
+    from ..dns import service
     row = store.conn.execute(
         "SELECT name, json_extract(doc, '$.netns_path'), json_extract(doc, '$.hostname'),"
         " json_extract(doc, '$.dns.hostname'), json_extract(doc, '$.dns.upstreams') "
@@ -81,7 +84,7 @@ def _write_all(engine):
     """Rewrite every sandbox's file from the store and remove the files of sandboxes
     that are gone. O(sandboxes): for network rebuilds and a revived resolver only.
     Returns the names whose file changed."""
-    from .dns import service
+    from ..dns import service
     changed = []
     present = set()
     for sandbox_id, name in engine.store.conn.execute("SELECT id, name FROM sandboxes"):
@@ -95,7 +98,7 @@ def _write_all(engine):
 
 
 def _has_fragments(run_dir):
-    from .dns import service
+    from ..dns import service
     try:
         with os.scandir(service.resolver_paths(run_dir)["fragments"]) as it:
             return any(e.name.endswith(".json") and not e.name.startswith(".") for e in it)
@@ -114,7 +117,7 @@ def file_dirs(engine, sb):
 
 def render_files(engine, sb):
     """{filename: content} of the name files of sandbox ``sb``."""
-    from .dns import files
+    from ..dns import files
     eps = [Endpoint.from_doc(d) for d in engine.store.all("endpoints", "sandbox_id=?",
                                                           (sb.id,))]
     drivers = {}
@@ -150,7 +153,7 @@ def sync(engine, sandboxes=(), full=False):
     Returns True when anything on disk changed. Raises KernelError when the resolver
     reports it cannot listen in one of the sandboxes.
     """
-    from .dns import files, service
+    from ..dns import files, service
     run_dir = engine.run_dir
     if not os.path.isdir(service.resolver_paths(run_dir)["fragments"]):
         # first DNS change on this host, after a reboot emptied run_dir, or after an
@@ -183,7 +186,7 @@ def sync(engine, sandboxes=(), full=False):
 
 
 def _fragment_exists(run_dir, name):
-    from .dns import service
+    from ..dns import service
     return os.path.exists(os.path.join(service.resolver_paths(run_dir)["fragments"],
                                        name + ".json"))
 
@@ -192,7 +195,7 @@ def _tell_resolver(run_dir, names, reload, sandboxes):
     """Make a running resolver apply the change now: over its control socket (it
     replies once done), else (an older daemon) with SIGHUP and polling for its sockets.
     A stopped resolver is left alone: it reads every file when it starts."""
-    from .dns import service
+    from ..dns import service
     if not service.resolver_status(run_dir).get("running"):
         return
     reply = service.notify_resolver(run_dir, names, reload=reload)
@@ -224,8 +227,8 @@ def _wait_listening(netns, timeout=1.0):
     """Return once the resolver listens on 127.0.0.11:53 inside ``netns`` (bounded):
     a workload started right after this run gets answers from its first query."""
     import time
-    from .netns import namespace
-    from .ports.allocator import diag_sockets
+    from ..netns import namespace
+    from ..ports.allocator import diag_sockets
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -242,7 +245,7 @@ def _wait_listening(netns, timeout=1.0):
 def ensure_running(engine):
     """Every module run: restart the resolver if it died while sandboxes need it
     (its files are rewritten first: after a reboot run_dir is empty)."""
-    from .dns import service
+    from ..dns import service
     settings = resolver_settings(engine.store)
     if settings.get("state", "started") != "started":
         return False
@@ -253,3 +256,49 @@ def ensure_running(engine):
     service.write_resolver_config(engine.run_dir, global_config(engine.store))
     _write_all(engine)
     return service.ensure_resolver(engine.state_dir, engine.run_dir)
+
+
+class DnsSync(Session):
+    """The DNS step of every operation that changes sandboxes, endpoints or settings."""
+
+    def _sync_dns(self, sandboxes=(), full=False):
+        """Rewrite the resolver files of ``sandboxes`` (every sandbox with ``full``) from
+        the store, starting the resolver when a sandbox needs it, and the name files of
+        ``sandboxes``."""
+        return sync(self, sandboxes, full=full)
+
+    def _intend_dns(self, *sandboxes, full=False):
+        """Called before (or in the transaction of) the store write that changes what
+        ``sandboxes`` resolve or serve: records the DNS step as intent, so a run killed
+        before ``_sync_dns_safely`` is rolled forward by the next run (recovery.py).
+        ``full``: every sandbox's records (network changes). Nothing in check mode."""
+        if self.check_mode:
+            return
+        if full:
+            self.store.set_intent(INTENT_DNS, INTENT_ALL, {})
+        for sb in sandboxes:
+            if sb is not None:
+                self.store.set_intent(INTENT_DNS, sb.name, sb.to_doc())
+
+    def _sync_dns_safely(self, result, *sandboxes, full=False):
+        """DNS follows the network change; a DNS failure is a warning, not a failed
+        network operation (the links and addresses are in place and stay). On success
+        the intents of ``_intend_dns`` are cleared; on failure they stay, so the next
+        run reports and retries the step."""
+        try:
+            self._sync_dns(sandboxes, full=full)
+        except CnmError as exc:
+            result.warnings.append("DNS: %s" % exc)
+            return
+        self._clear_dns_intents(sandboxes, full)
+
+    def _clear_dns_intents(self, sandboxes, full):
+        """The DNS step of ``sandboxes`` (of all, with ``full``) is done."""
+        if full:
+            for kind, key, dummy in self.store.intents():
+                if kind == INTENT_DNS:
+                    self.store.clear_intent(INTENT_DNS, key)
+            return
+        for sb in sandboxes:
+            if sb is not None and self.store.intent(INTENT_DNS, sb.name) is not None:
+                self.store.clear_intent(INTENT_DNS, sb.name)

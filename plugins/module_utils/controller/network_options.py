@@ -1,0 +1,101 @@
+"""A network's desired state from module parameters, and its differences with the
+current network (which options change in place, which need a rebuild).
+
+Pure: no kernel, no store. Called by ``networks.py`` before anything is touched.
+"""
+import ipaddress
+
+from .. import constants as C
+from .. import validation as V
+from ..difference import DifferenceTracker
+from ..drivers import get_driver
+from ..errors import ValidationError
+from ..ipam.config import normalise_address, parse_ipam_config
+from ..model import Network
+
+
+def desired_network(p):
+    """Validated, normalised Network from ``cnm_network``'s parameters ``p`` (no id, no
+    subnet yet). Called before any side effect; raises ValidationError naming the field."""
+    driver_name = p.get("driver") or "bridge"
+    if driver_name in ("host", "null"):
+        raise ValidationError("only one network of driver %s may exist (the predefined "
+                              "%s network)" % (driver_name,
+                                               "host" if driver_name == "host" else
+                                               "none"), field="driver")
+    driver = get_driver(driver_name)
+    options = {}
+    for key, value in (p.get("driver_options") or {}).items():
+        if key not in driver.options:
+            raise ValidationError("option %r is not supported by the %s driver "
+                                  "(supported: %s)" % (key, driver_name,
+                                                       ", ".join(sorted(driver.options))),
+                                  field="driver_options.%s" % key)
+        options[key] = V.driver_option_value(key, value)
+    enable_ipv6 = bool(p.get("enable_ipv6"))
+    ipam = p.get("ipam") or {}
+    ipam_driver = ipam.get("driver") or "default"
+    if ipam_driver != "default":
+        raise ValidationError("IPAM driver %r is not supported (only 'default')"
+                              % ipam_driver, field="ipam.driver")
+    pools = parse_ipam_config(ipam.get("config") or [], enable_ipv6)
+    mtu = C.DEFAULT_MTU
+    if C.OPT_MTU in options:
+        mtu = V.integer(options[C.OPT_MTU], "driver_options.%s" % C.OPT_MTU, 68, 65535)
+    net = Network(id="", name=p["name"], driver=driver_name, enable_ipv6=enable_ipv6,
+                  internal=bool(p.get("internal")), labels=V.labels(p.get("labels")) or {},
+                  options=options, ipam_driver=ipam_driver,
+                  ipam_options=dict(ipam.get("options") or {}),
+                  pools=[pool.to_dict() for pool in pools], mtu=mtu,
+                  bridge=options.get(C.OPT_BRIDGE_NAME, ""))
+    if driver_name == "bridge" and net.bridge:
+        driver.validate(net, None)
+    if C.OPT_HOST_BINDING_IPV4 in options:
+        normalise_address(options[C.OPT_HOST_BINDING_IPV4],
+                          "driver_options.%s" % C.OPT_HOST_BINDING_IPV4)
+    return net
+
+
+def network_differences(cur, want, params):
+    """(in-place differences, rebuild differences) between the current network ``cur`` and
+    the desired ``want``; an option the task did not give (``None``) is never compared."""
+    inplace, rebuild = DifferenceTracker(), DifferenceTracker()
+    if params.get("driver") and want.driver != cur.driver:
+        rebuild.add("driver", cur.driver, want.driver)
+    if params.get("enable_ipv6") is not None and want.enable_ipv6 != cur.enable_ipv6:
+        rebuild.add("enable_ipv6", cur.enable_ipv6, want.enable_ipv6)
+    if params.get("internal") is not None and want.internal != cur.internal:
+        rebuild.add("internal", cur.internal, want.internal)
+    ipam = params.get("ipam") or {}
+    if ipam.get("config") is not None:
+        cur_pools = {p["subnet"]: p for p in cur.pools}
+        want_pools = {p["subnet"]: p for p in want.pools}
+        if want.pools or not cur.auto_subnets:
+            for subnet in sorted(set(cur_pools) | set(want_pools)):
+                a, b = cur_pools.get(subnet), want_pools.get(subnet)
+                if a is None or b is None:
+                    if b is None and subnet in cur.auto_subnets and not any(
+                            ipaddress.ip_network(s).version ==
+                            ipaddress.ip_network(subnet).version for s in want_pools):
+                        continue  # chosen by the allocator: not a difference
+                    rebuild.add("ipam.config[subnet=%s]" % subnet,
+                                a and a["subnet"], b and b["subnet"])
+                    continue
+                for key in ("ip_range", "aux_addresses"):
+                    if a.get(key) != b.get(key):
+                        rebuild.add("ipam.config[subnet=%s].%s" % (subnet, key),
+                                    a.get(key), b.get(key))
+                if b.get("gateway_given") and a.get("gateway") != b.get("gateway"):
+                    rebuild.add("ipam.config[subnet=%s].gateway" % subnet,
+                                a.get("gateway"), b.get("gateway"))
+    if params.get("labels") is not None and want.labels != cur.labels:
+        inplace.add("labels", cur.labels, want.labels)
+    for key, value in want.options.items():
+        if cur.options.get(key) == value:
+            continue
+        if key == C.OPT_BRIDGE_NAME or key == C.OPT_PARENT or key in (
+                C.OPT_MACVLAN_MODE, C.OPT_IPVLAN_MODE):
+            rebuild.add("driver_options.%s" % key, cur.options.get(key), value)
+        else:
+            inplace.add("driver_options.%s" % key, cur.options.get(key), value)
+    return inplace, rebuild

@@ -1,0 +1,314 @@
+"""Networks: ``cnm_network`` (create, update in place, rebuild, remove) and
+``cnm_network_info``."""
+import dataclasses
+import ipaddress
+
+from .. import constants as C, inspect as shape, validation as V
+from ..difference import DifferenceTracker
+from ..drivers import get_driver
+from ..errors import CnmError, ConflictError, ValidationError
+from ..ipam.config import PoolConfig
+from ..ipam.pools import choose_subnet, find_overlap
+from ..model import CREATING, Network, READY, new_id, now_rfc3339
+from ..netns import namespace
+from ..netns.links import host_networks
+from .addresses import Addresses
+from .detach import Detach
+from .firewall_sync import rules_base
+from .network_options import desired_network, network_differences
+from .result import Result
+from .session import PREDEFINED
+from .undo import Undo
+
+
+class Networks(Detach, Addresses):
+    """The network operations."""
+
+    def network(self, params):
+        """cnm_network: make network ``params['name']`` present or absent.
+
+        Validates every option first; returns Result with ``data['network']`` in the
+        shape of ``docker network inspect`` (None when absent).
+        """
+        name = V.object_name(params.get("name"), "name", "network")
+        state = params.get("state") or "present"
+        desired = None
+        if state == "present" and name not in PREDEFINED:
+            desired = desired_network(params)
+        return self._run(self._network_op, name, state, desired, params)
+
+    def _network_op(self, name, state, desired, params):
+        existing = self._network(name)
+        if name in PREDEFINED:
+            if state == "absent":
+                raise ValidationError("network %s is predefined and cannot be removed"
+                                      % name, field="name")
+            driver = params.get("driver")
+            if driver and driver != PREDEFINED[name]:
+                raise ValidationError("network %s is predefined with driver %s"
+                                      % (name, PREDEFINED[name]), field="driver")
+            return Result(data={"network": self._inspect_network(existing)})
+        if state == "absent":
+            if existing is None:
+                return Result(data={"network": None})
+            return self._remove_network(existing, bool(params.get("force")))
+        if existing is None:
+            return self._create_network(desired)
+        return self._update_network(existing, desired, params)
+
+    def _inspect_network(self, net):
+        eps = self._endpoints(network_id=net.id)
+        sbs = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in eps}
+        return shape.network(net, eps, sbs)
+
+    def _in_use_subnets(self, exclude_id=None):
+        """(name, subnet) of every pool of every network but ``exclude_id``."""
+        out = []
+        for doc in self.store.all("networks"):
+            if doc["id"] == exclude_id:
+                continue
+            for pool in doc.get("pools", []):
+                out.append((doc["name"], ipaddress.ip_network(pool["subnet"])))
+        return out
+
+    def _complete_pools(self, net, exclude_id=None):
+        """Check explicit subnets against other networks, choose missing ones."""
+        taken = self._in_use_subnets(exclude_id)
+        for i, pool in enumerate(net.pools):
+            hit = find_overlap(ipaddress.ip_network(pool["subnet"]), taken)
+            if hit:
+                raise ConflictError("subnet %s overlaps %s of network %s"
+                                    % (pool["subnet"], hit[1], hit[0]),
+                                    field="ipam.config[%d].subnet" % i)
+        if not get_driver(net.driver).uses_ipam:
+            return
+        families = {ipaddress.ip_network(p["subnet"]).version for p in net.pools}
+        wanted = [4] + ([6] if net.enable_ipv6 else [])
+        missing = [f for f in wanted if f not in families]
+        if not missing:
+            return
+        in_use = [subnet for dummy, subnet in taken] + host_networks()
+        for family in missing:
+            pools = C.DEFAULT_ADDRESS_POOLS if family == 4 else C.DEFAULT_ADDRESS_POOLS_V6
+            subnet = choose_subnet(pools, in_use, family)
+            net.pools.append(PoolConfig.for_subnet(subnet).to_dict())
+            net.auto_subnets.append(str(subnet))
+            in_use.append(subnet)
+
+    def _create_network(self, net):
+        net.id = new_id()
+        net.created = now_rfc3339()
+        driver = get_driver(net.driver)
+        if net.driver == "bridge" and not net.bridge:
+            net.bridge = C.BRIDGE_PREFIX + net.id[:12]
+        if net.driver == "bridge":
+            if self.netlink.host.index(net.bridge) is not None:
+                raise ConflictError("interface %s already exists on the host" % net.bridge,
+                                    field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+            for doc in self.store.all("networks"):
+                if doc.get("bridge") == net.bridge:
+                    raise ConflictError("bridge %s is already used by network %s"
+                                        % (net.bridge, doc["name"]),
+                                        field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+        driver.validate(net, self.netlink)
+        self._complete_pools(net)
+        if net.driver == "bridge" and not self.check_mode:
+            self.firewall  # noqa: B018 - choose the backend before touching anything
+        after = shape.network(net, [], {})
+        result = Result(changed=True, diff={"before": {}, "after": after},
+                        actions=["create network %s (%s)" % (net.name, ", ".join(
+                            p["subnet"] for p in net.pools) or net.driver)],
+                        data={"network": after})
+        if self.check_mode:
+            return result
+        net.state = CREATING
+        self._save_network(net)  # intent first: a crash after this is rolled back
+        undo = Undo()
+        try:
+            driver.setup_network(net, self.netlink)
+            undo.push("remove network", driver.teardown_network, net, self.netlink)
+            self._sync_firewall(net, [])
+            undo.push("remove firewall rules", self._sync_firewall, net, [], True)
+        except Exception:
+            undo.run()
+            self.store.delete("networks", net.id)
+            raise
+        net.state = READY
+        self._save_network(net)
+        result.data["network"] = self._inspect_network(net)
+        if net.driver == "bridge" and hasattr(self.firewall, "warnings"):
+            result.warnings.extend(self.firewall.warnings())
+        return result
+
+    def _update_network(self, cur, want, params):
+        inplace, rebuild = network_differences(cur, want, params)
+        force = bool(params.get("force"))
+        if rebuild and not force:
+            raise ValidationError(
+                "changing %s needs network %s rebuilt (its endpoints are re-attached with "
+                "their addresses where possible); set force: true to do it"
+                % ("; ".join(rebuild.describe()), cur.name), field=rebuild.paths()[0])
+        driver = get_driver(cur.driver)
+        fw_drift = self._firewall_drift(cur)
+        drift = driver.network_drift(cur, self.netlink) + fw_drift
+        ep_drift = []
+        if not rebuild and cur.driver == "bridge" and any("bridge" in d for d in drift):
+            # a re-created bridge needs its veths enslaved again
+            for ep in self._endpoints(network_id=cur.id):
+                sb = self._sandbox_by_id(ep.sandbox_id)
+                if sb and namespace.is_netns(sb.netns_path):
+                    ep_drift.append((ep, sb))
+        before = self._inspect_network(cur)
+        changed = bool(inplace or rebuild or drift)
+        result = Result(changed=changed, data={"network": before})
+        result.actions = (["update %s" % d for d in inplace.describe()]
+                          + ["rebuild: %s" % d for d in rebuild.describe()]
+                          + ["repair: %s" % d for d in drift])
+        if not changed:
+            return result
+        diff = DifferenceTracker()
+        for item in list(inplace) + list(rebuild):
+            diff.add(*item)
+        for d in drift:
+            diff.add("kernel", d, "present")
+        result.diff = diff.as_diff()
+        if self.check_mode:
+            return result
+        self._intend_dns(full=True)
+        if rebuild:
+            self._rebuild_network(cur, want)
+        else:
+            cur.labels = want.labels if params.get("labels") is not None else cur.labels
+            for key, value in want.options.items():
+                cur.options[key] = value
+            cur.mtu = int(cur.options.get(C.OPT_MTU, cur.mtu or C.DEFAULT_MTU))
+            self._save_network(cur)
+            driver.setup_network(cur, self.netlink)
+            for ep, sb in ep_drift:
+                driver.setup_endpoint(cur, sb, ep, self.netlink)
+                self._sync_routes(sb)
+            if cur.driver == "bridge":
+                if fw_drift:
+                    # rules deleted by hand (or a flush): put this network's back whole
+                    rules = self._firewall_rules(cur)
+                    self.firewall.restore_network(rules)
+                    cur.firewall = rules_base(rules)
+                    self._save_network(cur)
+                else:
+                    self._sync_firewall(cur)
+            if inplace and cur.driver == "bridge":
+                for ep in self._endpoints(network_id=cur.id):
+                    sb = self._sandbox_by_id(ep.sandbox_id)
+                    if sb and namespace.is_netns(sb.netns_path):
+                        driver.setup_endpoint(cur, sb, ep, self.netlink)
+        # addresses, internal or the driver may have changed: every sandbox's records
+        self._sync_dns_safely(result, full=True)
+        result.data["network"] = self._inspect_network(self._network(cur.name))
+        return result
+
+    def _rebuild_network(self, cur, want):
+        """force: tear the network down and make it again, re-attaching every endpoint
+        with its full config (address kept when still valid, MAC, aliases, ports)."""
+        endpoints = self._endpoints(network_id=cur.id)
+        sandboxes = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in endpoints}
+        old_driver = get_driver(cur.driver)
+        for ep in endpoints:
+            sb = sandboxes[ep.sandbox_id]
+            if sb:
+                old_driver.teardown_endpoint(cur, sb, ep, self.netlink)
+        self._sync_firewall(cur, remove=True)
+        old_driver.teardown_network(cur, self.netlink)
+        self.store.release(cur.id)
+        net = dataclasses.replace(want, id=cur.id, created=cur.created,
+                                  pools=list(want.pools), auto_subnets=[])
+        if net.driver == "bridge" and not net.bridge:
+            net.bridge = C.BRIDGE_PREFIX + net.id[:12]
+        driver = get_driver(net.driver)
+        driver.validate(net, self.netlink)
+        self._complete_pools(net, exclude_id=cur.id)
+        self._save_network(net)
+        driver.setup_network(net, self.netlink)
+        for ep in endpoints:
+            sb = sandboxes[ep.sandbox_id]
+            self._assign_addresses(net, ep, keep=True)
+            ep.network_name = net.name
+            self._save_endpoint(ep)
+            if sb and namespace.is_netns(sb.netns_path):
+                driver.setup_endpoint(net, sb, ep, self.netlink)
+                self._sync_routes(sb)
+        self._save_network(net)
+        self._sync_firewall(net)
+
+    def _remove_network(self, net, force):
+        endpoints = self._endpoints(network_id=net.id)
+        if endpoints and not force:
+            names = sorted(ep.sandbox_name for ep in endpoints)
+            raise ConflictError("network %s has %d endpoint(s) attached (sandboxes: %s); "
+                                "detach them or set force: true"
+                                % (net.name, len(endpoints), ", ".join(names)),
+                                field="force")
+        before = self._inspect_network(net)
+        result = Result(changed=True, diff={"before": before, "after": {}},
+                        actions=["detach %s" % ep.sandbox_name for ep in endpoints]
+                        + ["remove network %s" % net.name], data={"network": None})
+        if self.check_mode:
+            return result
+        errors = []
+        touched = []
+        self._intend_dns(*[self._sandbox_by_id(ep.sandbox_id) for ep in endpoints])
+        for ep in endpoints:
+            sb = self._sandbox_by_id(ep.sandbox_id)
+            errors += self._detach(net, sb, ep)
+            if sb is not None:
+                touched.append(sb)
+        errors += self._drop_network(net, best_effort=True)
+        self._sync_dns_safely(result, *touched)
+        if errors:
+            result.warnings.extend(errors)
+        return result
+
+    def _drop_network(self, net, best_effort=False):
+        """Remove rules, kernel objects, allocations and the row of ``net``."""
+        errors = []
+        try:
+            self._sync_firewall(net, remove=True)
+        except CnmError as exc:
+            errors.append(str(exc))
+        errors += get_driver(net.driver).teardown_network(net, self.netlink)
+        self.store.release(net.id)
+        self.store.delete("networks", net.id)
+        if errors and not best_effort:
+            raise CnmError("; ".join(errors))
+        return errors
+
+    def network_info(self, params):
+        """cnm_network_info: networks by ``name`` or ``filters`` (driver, label, name).
+
+        Never fails for a missing name: ``exists`` is False.
+        """
+        self._read_only = True  # never creates the store
+        return self._run(self._network_info, params)
+
+    def _network_info(self, params):
+        nets = [Network.from_doc(d) for d in self.store.all("networks")]
+        name = params.get("name")
+        filters = params.get("filters") or {}
+        if name:
+            nets = [n for n in nets if n.name == name or n.id == name or
+                    (len(name) >= 12 and n.id.startswith(name))]
+        for key, value in filters.items():
+            values = value if isinstance(value, list) else [value]
+            if key == "driver":
+                nets = [n for n in nets if n.driver in values]
+            elif key == "name":
+                nets = [n for n in nets if any(v in n.name for v in values)]
+            elif key == "label":
+                def has(n, spec):
+                    k, dummy, v = str(spec).partition("=")
+                    return k in n.labels and (not v or n.labels[k] == v)
+                nets = [n for n in nets if all(has(n, v) for v in values)]
+            else:
+                raise ValidationError("unknown filter %r (driver, label, name)" % key,
+                                      field="filters.%s" % key)
+        out = [self._inspect_network(n) for n in nets]
+        return Result(data={"exists": bool(out), "networks": out})

@@ -1,0 +1,91 @@
+"""Sandboxes: ``cnm_sandbox`` and ``cnm_sandbox_info``."""
+from .. import validation as V
+from ..difference import DifferenceTracker
+from ..model import Sandbox, new_id, now_rfc3339
+from ..netns import namespace
+from .detach import Detach
+from .result import Result
+from .undo import Undo
+
+
+class Sandboxes(Detach):
+    """The sandbox operations: create, update, remove (endpoints first), inspect."""
+
+    def sandbox(self, params):
+        """cnm_sandbox: make sandbox ``params['name']`` present (namespace, loopback up)
+        or absent (its endpoints are detached first)."""
+        name = V.object_name(params.get("name"), "name", "sandbox")
+        hostname = params.get("hostname")
+        if hostname is not None:
+            V.dns_name(hostname, "hostname")
+        state = params.get("state") or "present"
+        return self._run(self._sandbox_op, name, state, hostname)
+
+    def _sandbox_op(self, name, state, hostname):
+        sb = self._sandbox(name)
+        if state == "absent":
+            if sb is None:
+                return Result(data={"sandbox": None})
+            before = self._inspect_sandbox(sb)
+            result = Result(changed=True, diff={"before": before, "after": {}},
+                            actions=["remove sandbox %s" % name], data={"sandbox": None})
+            if not self.check_mode:
+                self._intend_dns(sb)
+                errors = self._remove_sandbox(sb)
+                result.warnings.extend(errors)
+                self._sync_dns_safely(result, sb)
+            return result
+        result = Result()
+        if sb is None:
+            sb = Sandbox(id=new_id(), name=name, netns_path=self._netns_path(name),
+                         hostname=hostname or name, created=now_rfc3339())
+            self._check_netns_free(sb)
+            result.changed = True
+            result.actions.append("create sandbox %s" % name)
+            after = self._inspect_sandbox(sb, [])
+            result.diff = {"before": {}, "after": after}
+            result.data["sandbox"] = after
+            if not self.check_mode:
+                self._create_sandbox(sb, Undo())
+                self._intend_dns(sb)
+                self._sync_dns_safely(result, sb)
+                result.data["sandbox"] = self._inspect_sandbox(sb)
+            return result
+        diff = DifferenceTracker()
+        if sb.implicit:
+            diff.add("managed", "implicit", "explicit")
+        if hostname is not None and hostname != sb.hostname:
+            diff.add("hostname", sb.hostname, hostname)
+        if not namespace.is_netns(sb.netns_path):
+            diff.add("kernel", "namespace %s missing" % sb.netns_path, "present")
+        result.data["sandbox"] = self._inspect_sandbox(sb)
+        if not diff:
+            return result
+        result.changed = True
+        result.diff = diff.as_diff()
+        result.actions = diff.describe()
+        if self.check_mode:
+            return result
+        sb.implicit = False
+        if hostname is not None:
+            sb.hostname = hostname
+        with self.store.transaction():
+            self._save_sandbox(sb)
+            self._intend_dns(sb)
+        if not namespace.is_netns(sb.netns_path):
+            self._repair_sandbox(sb)
+        self._sync_dns_safely(result, sb)
+        result.data["sandbox"] = self._inspect_sandbox(sb)
+        return result
+
+    def sandbox_info(self, params):
+        """cnm_sandbox_info: sandboxes (all, or ``name``) with endpoints and DNS config."""
+        self._read_only = True
+        return self._run(self._sandbox_info, params)
+
+    def _sandbox_info(self, params):
+        sbs = [Sandbox.from_doc(d) for d in self.store.all("sandboxes")]
+        if params.get("name"):
+            sbs = [s for s in sbs if s.name == params["name"]]
+        out = [self._inspect_sandbox(s) for s in sbs]
+        return Result(data={"exists": bool(out), "sandboxes": out})
