@@ -55,7 +55,9 @@ DNS_TTL = 600
 
 # --- DNS (resolver) -------------------------------------------------------------------
 DNS_RESOLVER_DIR = "resolver"                 # under state_dir: the installed daemon
-DNS_RESOLVER_SCRIPT = "cnm_resolver.py"
+DNS_RESOLVER_PACKAGE = "resolver"             # under DNS_RESOLVER_DIR: copy of dns/resolver/
+DNS_RESOLVER_RUNNER = "cnm-resolver.py"       # under DNS_RESOLVER_DIR: what python runs
+DNS_RESOLVER_LEGACY_SCRIPT = "cnm_resolver.py"  # the single-file daemon of older releases
 DNS_RUN_SUBDIR = "dns"                        # under run_dir: config, pidfile, log
 DNS_CONFIG_FILE = "config.json"
 DNS_PIDFILE = "resolver.pid"

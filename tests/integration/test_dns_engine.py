@@ -1,12 +1,15 @@
 """The embedded DNS as users meet it: sandboxes made by the engine, real dig/getent."""
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
 
 from engine_helpers import HostEngine
-from harness import eventually
+from harness import eventually, in_netns
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 
@@ -68,7 +71,8 @@ def test_dns_settings_change_the_sandbox_files(host, app):
     assert "10.9.9.9\tlegacy" in hosts or "10.9.9.9 legacy" in hosts
     assert not app.dns(sandbox="client", hostname="client01",
                        extra_hosts=["legacy:10.9.9.9"], search=["example.test"]).changed
-    assert dig(host, "web", "client01") != []
+    client = app.endpoint(network="app", sandbox="client").data["endpoint"]["IPAddress"]
+    assert dig(host, "web", "client01") == [client], "the new hostname names the client"
 
 
 @pytest.mark.parametrize("params,field", [
@@ -132,3 +136,59 @@ def test_every_sandbox_file_is_rewritten_when_they_are_gone(host, app):
     assert dig(host, "client", "db") == ["10.60.0.20"]
     names = service.fragment_names(host.run_dir)
     assert sorted(names) == ["client", "db", "late", "other", "web"]
+
+
+def single_file_resolver_source():
+    """The daemon as releases before the package split shipped it, one file, from git:
+    the last commit that has ``dns/server.py`` (the commit before the one deleting it)."""
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    rel = "plugins/module_utils/dns/server.py"
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "safe.directory=*", "-C", repo] + list(args),
+                              capture_output=True, check=False)
+    last = git("rev-list", "-1", "HEAD", "--", rel).stdout.decode().strip()
+    for rev in (last, last + "^") if last else ():
+        shown = git("show", "%s:%s" % (rev, rel))
+        if shown.returncode == 0:
+            return shown.stdout
+    pytest.skip("no git history with %s" % rel)
+
+
+def test_a_running_single_file_resolver_of_an_older_release_is_replaced_by_the_next_change(
+        host, app):
+    """A host upgraded from the single-file layout: the old daemon, started the old way,
+    is stopped by its pid at the next DNS change, the package's daemon takes over, the
+    old file is gone and names still resolve."""
+    from ansible_collections.cnm.core.plugins.module_utils.dns import service
+    paths = service.resolver_paths(host.run_dir)
+    source = single_file_resolver_source()
+    assert service.stop_resolver(host.run_dir, use_systemd=False) is True
+    base = os.path.join(host.state_dir, "resolver")
+    shutil.rmtree(base)
+    os.makedirs(base)
+    legacy = os.path.join(base, "cnm_resolver.py")
+    with open(legacy, "wb") as f:
+        f.write(source)
+    with in_netns(host.path):
+        started = subprocess.run(
+            [sys.executable, legacy, "--config", paths["config"], "--pidfile",
+             paths["pidfile"], "--log", paths["log"], "--daemonize"],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30,
+            start_new_session=True, cwd="/", check=False)
+    assert started.returncode == 0, started.stderr
+    old = service.resolver_status(host.run_dir)
+    assert old["running"] and service._runs_legacy(old["pid"], paths["pidfile"])
+    assert dig(host, "client", "web") == ["10.60.0.10"]        # the old daemon answers
+
+    app.endpoint(network="app", sandbox="late", ipv4_address="10.60.0.30")
+
+    new = service.resolver_status(host.run_dir)
+    assert new["running"] and new["pid"] != old["pid"]
+    assert not service._is_ours(old["pid"], paths["pidfile"])
+    assert not service._runs_legacy(new["pid"], paths["pidfile"])
+    assert sorted(os.listdir(base)) == ["cnm-resolver.py", "resolver"]
+    assert dig(host, "client", "web") == ["10.60.0.10"]
+    assert dig(host, "late", "db") == ["10.60.0.20"]
+    assert dig(host, "client", "late") == ["10.60.0.30"]
+    assert app.dns().data["resolver"]["pid"] == new["pid"]

@@ -1,9 +1,9 @@
 """The resolver's catalog updated one sandbox at a time answers like one built whole."""
 import random
 
-from ansible_collections.cnm.core.plugins.module_utils.dns import server
+from ansible_collections.cnm.core.plugins.module_utils.dns.resolver import catalog, wire
 
-server._import_dnspython()
+wire.import_dnspython()
 
 NETS = ("app", "db", "intnet")
 NAMES = ("web", "api", "cache", "worker")
@@ -18,14 +18,14 @@ def random_spec(rng, name, seq):
             else None
         records[net] = (names, ipv4, ipv6, seq)
     netns = "/x/%s" % name if rng.random() < 0.8 else None
-    return server.Spec(netns, tuple(sorted(records)), rng.random() < 0.7, None, records)
+    return catalog.Spec(netns, tuple(sorted(records)), rng.random() < 0.7, None, records)
 
 
-def answers(catalog):
+def answers(cat):
     """{sandbox: ({key: sorted record set}, local names)}: what each view answers,
     independent of the order of round-robin records."""
     out = {}
-    for name, view in catalog.views.items():
+    for name, view in cat.views.items():
         table = {key: tuple(sorted(entry[3])) for key, entry in view[0].items()}
         out[name] = (table, frozenset(view[1]), view[2], view[3])
     return out
@@ -33,7 +33,7 @@ def answers(catalog):
 
 def test_incremental_updates_match_a_catalog_built_from_scratch():
     rng = random.Random(7)
-    cat = server.Catalog(ttl=60)
+    cat = catalog.Catalog(ttl=60)
     specs = {}
     for step in range(300):
         name = "s%d" % rng.randint(0, 11)
@@ -43,19 +43,19 @@ def test_incremental_updates_match_a_catalog_built_from_scratch():
         else:
             specs[name] = random_spec(rng, name, step)
             cat.set(name, specs[name])
-        assert answers(cat) == answers(server.Catalog.from_specs(specs, ttl=60)), step
+        assert answers(cat) == answers(catalog.Catalog.from_specs(specs, ttl=60)), step
     assert set(cat.tables) == {s.nets for s in specs.values() if s.netns}
 
 
 def test_a_removed_name_stops_answering_and_a_shared_alias_keeps_the_other_address():
-    cat = server.Catalog()
-    cat.set("a", server.Spec("/a", ("app",), True, None,
-                             {"app": (["a", "api"], "10.0.0.2", None, 1)}))
-    cat.set("b", server.Spec("/b", ("app",), True, None,
-                             {"app": (["b", "api"], "10.0.0.3", None, 2)}))
+    cat = catalog.Catalog()
+    cat.set("a", catalog.Spec("/a", ("app",), True, None,
+                              {"app": (["a", "api"], "10.0.0.2", None, 1)}))
+    cat.set("b", catalog.Spec("/b", ("app",), True, None,
+                              {"app": (["b", "api"], "10.0.0.3", None, 2)}))
     table, names = cat.views["a"][0], cat.views["a"][1]
-    api = server._name_wire("api") + server._QA
+    api = wire.name_wire("api") + wire.QA
     assert len(table[api][3]) == 2
     cat.set("b", None)
-    assert len(table[api][3]) == 1 and server._name_wire("b") not in names
-    assert server._name_wire("b") + server._QA not in table
+    assert len(table[api][3]) == 1 and wire.name_wire("b") not in names
+    assert wire.name_wire("b") + wire.QA not in table

@@ -1,8 +1,11 @@
 """Engine side of the resolver daemon: install, configure, start, check, stop.
 
-The daemon (``server.py``) must not run from Ansible's temporary module payload, which
-is deleted when the module exits: ``install_resolver`` copies its source to
-``<state_dir>/resolver/cnm_resolver.py`` and the daemon runs from there. The daemon
+The daemon (the package ``dns/resolver/``) must not run from Ansible's temporary module
+payload, which is deleted when the module exits: ``install_resolver`` copies the
+package's files to ``<state_dir>/resolver/resolver/`` and writes a runner,
+``<state_dir>/resolver/cnm-resolver.py``, that python runs. Older releases installed one
+file, ``<state_dir>/resolver/cnm_resolver.py``: a daemon running it is recognised as
+ours, replaced by the next ``ensure_resolver``, and the file removed. The daemon
 reads ``<run_dir>/dns/config.json`` (global settings, ``write_resolver_config``) and one
 file per sandbox under ``<run_dir>/dns/sandboxes/`` (``write_fragment``).
 
@@ -12,25 +15,48 @@ write the config and the files of the sandboxes the run changed, ``ensure_resolv
 ``notify_resolver`` with the changed sandboxes: it returns once the daemon applied them.
 The daemon also notices changed files by itself within 1 s (hand edits, older engines).
 """
+import errno
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 from ..constants import (
     DNS_CONFIG_FILE, DNS_CONFIG_VERSION, DNS_CONTROL_SOCKET, DNS_CONTROL_TIMEOUT,
     DNS_FRAGMENTS_SUBDIR, DNS_HOST_RESOLV_CONF, DNS_LOGFILE, DNS_PIDFILE,
-    DNS_RESOLVER_DIR, DNS_RESOLVER_SCRIPT, DNS_RUN_SUBDIR, DNS_SYSTEMD_UNIT,
-    DNS_SYSTEMD_UNIT_DIR, DNS_TTL, DNS_UPSTREAM_TIMEOUT, DEFAULT_RUN_DIR,
+    DNS_RESOLVER_DIR, DNS_RESOLVER_LEGACY_SCRIPT, DNS_RESOLVER_PACKAGE, DNS_RESOLVER_RUNNER,
+    DNS_RUN_SUBDIR, DNS_SYSTEMD_UNIT, DNS_SYSTEMD_UNIT_DIR, DNS_TTL, DNS_UPSTREAM_TIMEOUT,
+    DEFAULT_RUN_DIR,
 )
 from ..errors import CnmError, DependencyError
 from .files import atomic_write
 
 START_TIMEOUT = 10.0     # whole start, including the daemon's first config load
 STOP_TIMEOUT = 5.0
+
+# The daemon's modules besides __init__.py (a unit test keeps this in line with the
+# package directory and with the imports in _import_resolver).
+RESOLVER_MODULES = ("catalog", "config", "control", "daemon", "forwarder", "listeners",
+                    "logs", "wire")
+
+# python runs this file; it runs the package installed beside it (whatever the cwd).
+RUNNER = '''"""cnm embedded DNS resolver: runs the package %s/ installed beside this file.
+
+Written by cnm.core (dns/service.py); changes are overwritten.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from %s.daemon import main  # noqa: E402
+
+raise SystemExit(main())
+''' % (DNS_RESOLVER_PACKAGE, DNS_RESOLVER_PACKAGE)
 
 
 # --- paths ------------------------------------------------------------------------------
@@ -44,40 +70,141 @@ def resolver_paths(run_dir):
             "pidfile": os.path.join(d, DNS_PIDFILE), "log": os.path.join(d, DNS_LOGFILE)}
 
 
-def _server_source():
-    """The daemon's source, from a checkout or from Ansible's zip payload.
+def _resolver_files():
+    """``{file name: bytes}`` of the daemon's package, from a checkout or from Ansible's
+    zip payload.
 
-    Read as data, not imported: every module run that touches DNS compares it with the
-    installed copy, and importing the 1,400-line daemon cost a cold run ~10 ms.
+    Read as data, not imported: every module run that touches DNS compares them with
+    the installed copy, and importing (compiling) the daemon cost a cold run ~10 ms.
     """
+    names = ["__init__.py"] + [m + ".py" for m in RESOLVER_MODULES]
     try:
         import pkgutil
-        data = pkgutil.get_data(__name__.rpartition(".")[0], "server.py")
-        if data:
-            return data
+        package = __name__.rpartition(".")[0] + ".resolver"
+        files = {n: pkgutil.get_data(package, n) for n in names}
+        if all(files.values()):
+            return files
     except (OSError, ImportError, ValueError):
         pass
+    here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "resolver")
     try:
-        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "server.py"),
-                  "rb") as f:
-            return f.read()
+        files = {}
+        for n in names:
+            with open(os.path.join(here, n), "rb") as f:
+                files[n] = f.read()
+        return files
     except OSError:
         import inspect
-        # this import also makes AnsiballZ ship server.py with the module
-        from . import server
-        return inspect.getsource(server).encode("utf-8")
+        return {n: inspect.getsource(m).encode("utf-8")
+                for n, m in zip(names, _import_resolver())}
+
+
+def _import_resolver():
+    """The daemon's package and modules, imported (same order as ``RESOLVER_MODULES``).
+
+    The last resort for reading their source, and above all the literal imports that
+    make AnsiballZ, which ships only the module_utils a module imports (it scans import
+    statements, those inside functions too), carry the whole package.
+    """
+    from . import resolver
+    from .resolver import catalog, config, control, daemon, forwarder, listeners, logs, wire
+    return resolver, catalog, config, control, daemon, forwarder, listeners, logs, wire
+
+
+def _read_tree(path):
+    """``{name: bytes}`` of the .py files in directory ``path`` ({} without it)."""
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        if name.endswith(".py"):
+            try:
+                with open(os.path.join(path, name), "rb") as f:
+                    out[name] = f.read()
+            except OSError:
+                out[name] = None
+    return out
+
+
+def _install_tree(target, files):
+    """Make directory ``target`` hold exactly ``files`` (``{name: bytes}``, mode 0644).
+
+    Returns False when it does already (nothing is written). Otherwise the new tree is
+    written and synced in a temporary directory beside ``target`` and renamed into
+    place: the daemon never runs a half-copied tree. Returns True.
+    """
+    if _read_tree(target) == files:
+        return False
+    parent = os.path.dirname(target)
+    tmp = tempfile.mkdtemp(prefix=".%s." % os.path.basename(target), dir=parent)
+    try:
+        for name, data in files.items():
+            fd = os.open(os.path.join(tmp, name),
+                         os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(fd, 0o644)
+                f.write(data)
+                f.flush()
+                os.fsync(fd)
+        os.chmod(tmp, 0o755)
+        _replace_dir(tmp, target)
+        _fsync_dir(parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)      # the replaced tree, if any
+    return True
+
+
+def _replace_dir(new, target):
+    """Rename directory ``new`` to ``target``; the tree it replaces ends up at ``new``.
+
+    rename(2) does not replace a non-empty directory: an existing one is moved aside
+    first, so ``target`` is missing for a moment, but never holds a partial tree.
+    """
+    try:
+        os.rename(new, target)
+        return
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+    aside = new + ".old"
+    os.rename(target, aside)
+    os.rename(new, target)
+    os.rename(aside, new)
+
+
+def _fsync_dir(path):
+    """Make a rename in directory ``path`` durable (the code is on disk, not in /run)."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _install(state_dir):
-    path = os.path.join(os.path.abspath(state_dir), DNS_RESOLVER_DIR, DNS_RESOLVER_SCRIPT)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-    return path, atomic_write(path, _server_source(), mode=0o644)
+    """Install the daemon under ``<state_dir>/resolver``: its package, then the runner
+    (so a runner never exists before a complete package), and remove the single file of
+    older releases. Returns ``(runner path, True when the installed code changed)``."""
+    base = os.path.join(os.path.abspath(state_dir), DNS_RESOLVER_DIR)
+    os.makedirs(base, mode=0o755, exist_ok=True)
+    changed = _install_tree(os.path.join(base, DNS_RESOLVER_PACKAGE), _resolver_files())
+    runner = os.path.join(base, DNS_RESOLVER_RUNNER)
+    changed = atomic_write(runner, RUNNER, mode=0o644) or changed
+    try:
+        os.unlink(os.path.join(base, DNS_RESOLVER_LEGACY_SCRIPT))
+    except FileNotFoundError:
+        pass
+    return runner, changed
 
 
 def install_resolver(state_dir):
-    """Copy the daemon to ``<state_dir>/resolver/cnm_resolver.py`` (only if it differs).
+    """Install the daemon under ``<state_dir>/resolver`` (only what differs): the
+    package in ``resolver/`` and the runner ``cnm-resolver.py``.
 
-    Returns the installed path. Raises OSError when the directory is not writable.
+    Returns the runner's path (``python <path> --config ...`` runs the daemon). Raises
+    OSError when the directory is not writable.
     """
     return _install(state_dir)[0]
 
@@ -227,18 +354,36 @@ def _cmdline(pid):
         return []
 
 
-def _is_ours(pid, pidfile):
+def _daemon_script(pid, pidfile):
+    """The script process ``pid`` runs if it is our resolver with ``pidfile`` (the
+    runner, or the single file of older releases), else None."""
     args = _cmdline(pid)
-    return (any(a.endswith(DNS_RESOLVER_SCRIPT.encode()) for a in args)
-            and os.fsencode(pidfile) in args)
+    if os.fsencode(pidfile) not in args:
+        return None
+    scripts = (DNS_RESOLVER_RUNNER.encode(), DNS_RESOLVER_LEGACY_SCRIPT.encode())
+    for a in args:
+        if a.endswith(scripts):
+            return a
+    return None
+
+
+def _is_ours(pid, pidfile):
+    return _daemon_script(pid, pidfile) is not None
+
+
+def _runs_legacy(pid, pidfile):
+    """True when ``pid`` is the single-file daemon of an older release."""
+    script = _daemon_script(pid, pidfile)
+    return script is not None and script.endswith(DNS_RESOLVER_LEGACY_SCRIPT.encode())
 
 
 def resolver_status(run_dir):
     """``{"running": bool, "pid": int or None}`` from the pidfile and /proc.
 
-    A pid is only ours if ``/proc/<pid>/cmdline`` runs cnm_resolver.py with this
-    pidfile: a stale pidfile whose pid now belongs to another process reads as not
-    running (zombies have an empty cmdline and read as not running too).
+    A pid is only ours if ``/proc/<pid>/cmdline`` runs the daemon (cnm-resolver.py, or
+    cnm_resolver.py of older releases) with this pidfile: a stale pidfile whose pid now
+    belongs to another process reads as not running (zombies have an empty cmdline and
+    read as not running too).
     """
     pidfile = resolver_paths(run_dir)["pidfile"]
     try:
@@ -290,7 +435,8 @@ def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None)
     """Make sure the resolver daemon runs; called on every module run that needs DNS.
 
     Installs the daemon (if its code differs), then returns False when it already runs
-    the current code, else starts it (restarting it after an upgrade) and returns True.
+    the current code, else starts it (restarting it after an upgrade, and replacing a
+    single-file daemon of an older release) and returns True.
     Without systemd the daemon double-forks out of this process (it does not die with
     the module) and reports readiness (pidfile written, first config applied) before this
     returns. With systemd (``/run/systemd/system`` exists, or ``use_systemd=True``) a
@@ -303,7 +449,8 @@ def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None)
     paths = resolver_paths(run_dir)
     os.makedirs(paths["dir"], mode=0o755, exist_ok=True)
     status = resolver_status(run_dir)
-    if status["running"] and not code_changed:
+    if (status["running"] and not code_changed
+            and not _runs_legacy(status["pid"], paths["pidfile"])):
         return False
     if _use_systemd(use_systemd):
         _start_systemd(python, script, paths, run_dir, restart=status["running"])
