@@ -35,10 +35,8 @@ OPT_IPVLAN_MODE = "ipvlan_mode"
 
 # --- IPAM -----------------------------------------------------------------------------
 # Docker's default local address pools: 172.17-31/16, then 192.168.0.0/16 in /20s.
-DEFAULT_ADDRESS_POOLS = (
-    [{"base": "172.%d.0.0/16" % n, "size": 16} for n in range(17, 32)]
-    + [{"base": "192.168.0.0/16", "size": 20}]
-)
+DEFAULT_ADDRESS_POOLS = [*({"base": "172.%d.0.0/16" % n, "size": 16} for n in range(17, 32)),
+                         {"base": "192.168.0.0/16", "size": 20}]
 # IPv6 networks without an explicit subnet get a /64 from this ULA pool.
 DEFAULT_ADDRESS_POOLS_V6 = [{"base": "fd63:6e6d::/48", "size": 64}]
 

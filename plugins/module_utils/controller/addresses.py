@@ -30,6 +30,9 @@ class Addresses(Session):
             return
         pools, allocs = self._allocators(net)
         families = [4] + ([6] if net.enable_ipv6 else [])
+        if "ipv6" in spec and not net.enable_ipv6:
+            raise ValidationError("network %s has IPv6 disabled (enable_ipv6: false)"
+                                  % net.name, field="ipv6_address")
         for family in families:
             key = "ipv%d" % family
             field = "ipv%d_address" % family

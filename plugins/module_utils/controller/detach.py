@@ -73,8 +73,8 @@ class Detach(Namespaces, Routes, FirewallSync, DnsSync):
         self.netlink.forget(sb.netns_path)
         # Nothing runs inside: the kernel removes the interfaces with the namespace, so
         # the ~22 ms synchronous veth deletion per endpoint is not needed.
-        with_namespace = (sb.mode == "own" and namespace.is_netns(sb.netns_path)
-                          and not namespace.processes_inside(sb.netns_path))
+        with_namespace = sb.mode == "own" and namespace.is_netns(sb.netns_path)
+        with_namespace = with_namespace and not namespace.processes_inside(sb.netns_path)
         for ep in self._endpoints(sandbox_id=sb.id):
             errors += self._drop_endpoint(self._network_by_id(ep.network_id), sb, ep,
                                           best_effort=True, interfaces=not with_namespace)

@@ -27,7 +27,7 @@ class DnsSettings(DnsSync):
         if params.get("upstreams") is not None:
             resolver["upstreams"] = files.validate_upstreams(params["upstreams"])
         if params.get("ttl") is not None:
-            resolver["ttl"] = V.integer(params["ttl"], "ttl", 0, 2147483647)
+            resolver["ttl"] = V.integer(params["ttl"], "ttl", 1, 2147483647)
         sandbox = None
         settings = {}
         if params.get("sandbox") is not None:

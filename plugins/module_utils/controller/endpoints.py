@@ -79,6 +79,15 @@ class Endpoints(Detach, Addresses):
                                 % (sb.name, ", ".join(n.name for n in other_nets)),
                                 field="network")
 
+    def _check_mac_free(self, net, mac, exclude_id=None):
+        """A static MAC must not be another endpoint's on the same network (two ports
+        of one bridge with one MAC break forwarding). Raises ConflictError."""
+        for other in self._endpoints(network_id=net.id):
+            if other.mac == mac and other.id != exclude_id:
+                raise ConflictError("%s is already the MAC of sandbox %s on network %s"
+                                    % (mac, other.sandbox_name, net.name),
+                                    field="mac_address")
+
     def _used_ifnames(self, sb, exclude_id=None):
         return {e.ifname for e in self._endpoints(sandbox_id=sb.id)
                 if e.ifname and e.id != exclude_id}
@@ -120,6 +129,8 @@ class Endpoints(Detach, Addresses):
             bad = [option for option, key in keys.items() if spec.get(key)]
             raise ValidationError("is not supported on network %s (driver %s has no "
                                   "interface)" % (net.name, net.driver), field=bad[0])
+        if spec.get("mac"):
+            self._check_mac_free(net, spec["mac"])
         # validate the addresses before anything is made (a dry run on a copy)
         self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
                                dataclasses.replace(ep, static={}), spec, persist=False)
@@ -143,11 +154,11 @@ class Endpoints(Detach, Addresses):
                 else:
                     ep.mac = generate_mac()
             after = shape.endpoint(ep, net, sb)
+            actions = ["create sandbox %s" % sb.name] if new_sandbox else []
+            actions.append("attach %s to %s (%s)" % (sb.name, net.name,
+                                                     ep.ipv4 or ep.ipv6 or net.driver))
             result = Result(changed=True, diff={"before": {}, "after": after},
-                            actions=(["create sandbox %s" % sb.name] if new_sandbox else [])
-                            + ["attach %s to %s (%s)" % (sb.name, net.name, ep.ipv4 or
-                                                         ep.ipv6 or net.driver)],
-                            data={"endpoint": after})
+                            actions=actions, data={"endpoint": after})
             if self.check_mode:
                 return result
             self._save_endpoint(ep)
@@ -188,6 +199,7 @@ class Endpoints(Detach, Addresses):
             diff.add("ipv6_address", str(cur_v6) if cur_v6 else None, str(spec["ipv6"]))
             readdress["ipv6"] = spec["ipv6"]
         if "mac" in spec and spec["mac"] != ep.mac:
+            self._check_mac_free(net, spec["mac"], exclude_id=ep.id)
             diff.add("mac_address", ep.mac, spec["mac"])
         if "aliases" in spec and list(spec["aliases"]) != list(ep.aliases):
             diff.add("aliases", list(ep.aliases), list(spec["aliases"]))
@@ -277,6 +289,9 @@ class Endpoints(Detach, Addresses):
         return result
 
 
+GW_PRIORITY_MIN, GW_PRIORITY_MAX = -2 ** 31, 2 ** 31 - 1  # Docker's is a Go int too
+
+
 def endpoint_spec(params):
     """``(network, sandbox, state, spec)`` from ``cnm_endpoint``'s parameters, validated
     and normalised before any side effect; ``spec`` holds only the options given.
@@ -304,6 +319,10 @@ def endpoint_spec(params):
                                for i, a in enumerate(p["aliases"])]
         if p.get("interface_name") is not None:
             spec["ifname"] = V.interface_name(p["interface_name"])
+            if spec["ifname"] == "lo":
+                raise ValidationError("lo is the sandbox's loopback interface",
+                                      field="interface_name")
         if p.get("gw_priority") is not None:
-            spec["gw_priority"] = V.integer(p["gw_priority"], "gw_priority")
+            spec["gw_priority"] = V.integer(p["gw_priority"], "gw_priority",
+                                            GW_PRIORITY_MIN, GW_PRIORITY_MAX)
     return network, sandbox, state, spec

@@ -161,9 +161,9 @@ class Networks(Detach, Addresses):
         before = self._inspect_network(cur)
         changed = bool(inplace or rebuild or drift)
         result = Result(changed=changed, data={"network": before})
-        result.actions = (["update %s" % d for d in inplace.describe()]
-                          + ["rebuild: %s" % d for d in rebuild.describe()]
-                          + ["repair: %s" % d for d in drift])
+        result.actions = [*("update %s" % d for d in inplace.describe()),
+                          *("rebuild: %s" % d for d in rebuild.describe()),
+                          *("repair: %s" % d for d in drift)]
         if not changed:
             return result
         diff = DifferenceTracker()
@@ -249,8 +249,8 @@ class Networks(Detach, Addresses):
                                 field="force")
         before = self._inspect_network(net)
         result = Result(changed=True, diff={"before": before, "after": {}},
-                        actions=["detach %s" % ep.sandbox_name for ep in endpoints]
-                        + ["remove network %s" % net.name], data={"network": None})
+                        actions=[*("detach %s" % ep.sandbox_name for ep in endpoints),
+                                 "remove network %s" % net.name], data={"network": None})
         if self.check_mode:
             return result
         errors = []
@@ -294,8 +294,9 @@ class Networks(Detach, Addresses):
         name = params.get("name")
         filters = params.get("filters") or {}
         if name:
-            nets = [n for n in nets if n.name == name or n.id == name or
-                    (len(name) >= 12 and n.id.startswith(name))]
+            prefix = name if len(name) >= 12 else None
+            nets = [n for n in nets if name in (n.name, n.id) or (
+                prefix and n.id.startswith(prefix))]
         for key, value in filters.items():
             values = value if isinstance(value, list) else [value]
             if key == "driver":

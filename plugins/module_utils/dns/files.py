@@ -11,6 +11,7 @@ import os
 import re
 
 from ..constants import DNS_LISTEN_ADDRESS
+from .. import validation as V
 from ..errors import ValidationError
 
 SANDBOX_FILES = ("hostname", "hosts", "resolv.conf")
@@ -27,10 +28,7 @@ HOSTS_PREAMBLE = (
     "ff02::2\tip6-allrouters\n"
 )
 
-# RFC 1123 labels; "_" is accepted too because Docker/Compose service names and aliases
-# such as "my_db" resolve in Docker and users rely on them.
-_LABEL = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
-_OPTION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*(:[0-9]+)?$")
+_OPTION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(:[0-9]+)?")
 
 
 # --- validation -------------------------------------------------------------------------
@@ -38,29 +36,9 @@ def validate_name(value, field):
     """Check a hostname, domain name or alias; return it without a trailing dot.
 
     Called by the controller for ``hostname``, ``domainname`` and endpoint ``aliases``
-    before anything is changed. Raises ValidationError naming ``field`` for an empty
-    name, spaces or other characters outside RFC 1123 labels (plus ``_``), a label
-    longer than 63 characters or a name longer than 253.
+    before anything is changed: the one DNS name check, ``validation.dns_name``.
     """
-    if not isinstance(value, str) or not value.strip():
-        raise ValidationError("%r is not a valid name: it is empty" % (value,), field=field)
-    name = value[:-1] if value.endswith(".") else value
-    if len(name) > 253:
-        raise ValidationError("%r is not a valid name: longer than 253 characters" % value,
-                              field=field)
-    for label in name.split("."):
-        if not _LABEL.match(label):
-            if not label:
-                why = "it has an empty label"
-            elif len(label) > 63:
-                why = "label %r is longer than 63 characters" % label
-            elif label[0] == "-" or label[-1] == "-":
-                why = "label %r starts or ends with '-'" % label
-            else:
-                why = ("only letters, digits, '-' and '_' are allowed in a label "
-                       "(RFC 1123)")
-            raise ValidationError("%r is not a valid name: %s" % (value, why), field=field)
-    return name
+    return V.dns_name(value, field)
 
 
 def _ip(value, field):
@@ -102,6 +80,12 @@ def validate_upstreams(raw, field="upstreams"):
         elif text.count(":") == 1:
             host, _sep, p = text.partition(":")
             port = _port(p, item, f)
+        else:
+            head, _sep, tail = text.rpartition(":")
+            if tail.isdigit() and tail.isascii() and _is_address(head):
+                raise ValidationError(
+                    "%r is ambiguous: write [%s]:%s for a port, or the address in "
+                    "brackets alone" % (item, head, tail), field=f)
         addr, _sep, scope = host.partition("%")
         try:
             ip = ipaddress.ip_address(addr)
@@ -109,6 +93,11 @@ def validate_upstreams(raw, field="upstreams"):
             raise ValidationError("%r is not ip, ip:port or [ipv6]:port" % (item,), field=f)
         if scope and ip.version == 4:
             raise ValidationError("%r: a scope id is only valid for IPv6" % (item,), field=f)
+        if ip.is_unspecified or ip.is_multicast or str(ip) == DNS_LISTEN_ADDRESS:
+            raise ValidationError("%r cannot answer queries: %s" % (
+                item, "it is the resolver itself" if str(ip) == DNS_LISTEN_ADDRESS else
+                "unspecified address" if ip.is_unspecified else "multicast address"),
+                field=f)
         h = str(ip) + ("%" + scope if scope else "")
         if port == 53:
             out.append(h)
@@ -119,11 +108,16 @@ def validate_upstreams(raw, field="upstreams"):
     return out
 
 
-def _port(text, item, field):
+def _is_address(text):
     try:
-        port = int(text)
+        ipaddress.ip_address(text)
     except ValueError:
-        port = 0
+        return False
+    return True
+
+
+def _port(text, item, field):
+    port = int(text) if text.isascii() and text.isdigit() else 0
     if not 0 < port < 65536:
         raise ValidationError("%r has an invalid port %r" % (item, text), field=field)
     return port
@@ -197,7 +191,7 @@ def validate_options(raw, field="options"):
         return None
     raw = [raw] if isinstance(raw, str) else list(raw)
     for i, opt in enumerate(raw):
-        if not isinstance(opt, str) or not _OPTION.match(opt):
+        if not isinstance(opt, str) or not _OPTION.fullmatch(opt):
             raise ValidationError("%r is not a resolv.conf option (name or name:number)"
                                   % (opt,), field="%s[%d]" % (field, i))
     return list(raw)

@@ -38,11 +38,12 @@ from .files import atomic_write
 
 START_TIMEOUT = 10.0     # whole start, including the daemon's first config load
 STOP_TIMEOUT = 5.0
+HEALTH_TIMEOUT = 2.0     # a daemon that does not answer its health request is stuck
 
 # The daemon's modules besides __init__.py (a unit test keeps this in line with the
 # package directory and with the imports in _import_resolver).
 RESOLVER_MODULES = ("catalog", "config", "control", "daemon", "forwarder", "listeners",
-                    "logs", "wire")
+                    "logs", "tcp", "wire")
 
 # python runs this file; it runs the package installed beside it (whatever the cwd).
 RUNNER = '''"""cnm embedded DNS resolver: runs the package %s/ installed beside this file.
@@ -107,8 +108,11 @@ def _import_resolver():
     statements, those inside functions too), carry the whole package.
     """
     from . import resolver
-    from .resolver import catalog, config, control, daemon, forwarder, listeners, logs, wire
-    return resolver, catalog, config, control, daemon, forwarder, listeners, logs, wire
+    from .resolver import (
+        catalog, config, control, daemon, forwarder, listeners, logs, tcp, wire,
+    )
+    return (resolver, catalog, config, control, daemon, forwarder, listeners, logs, tcp,
+            wire)
 
 
 def _read_tree(path):
@@ -319,12 +323,38 @@ def notify_resolver(run_dir, names=(), reload=False, timeout=DNS_CONTROL_TIMEOUT
     "errors"}``), or None when no daemon answers on the control socket (not running,
     or one without a control socket): the caller then falls back to SIGHUP.
     """
-    import socket
+    return _control_request(resolver_paths(run_dir)["control"],
+                            {"op": "reload" if reload else "update",
+                             "sandboxes": sorted(names)}, timeout)
+
+
+def resolver_health(run_dir, timeout=HEALTH_TIMEOUT):
+    """Whether the running daemon serves: True when it reports its UDP, TCP and
+    forwarding loops alive, False when it reports one dead or stuck or does not answer
+    its control socket within ``timeout``, None when it cannot tell (no control socket,
+    or a daemon of an older release that has no ``health`` request).
+
+    One request on the control socket, answered by the daemon without taking its lock:
+    ~0.2 ms (median, busy 2-core test machine; the pidfile check before it ~0.05 ms).
+    """
     path = resolver_paths(run_dir)["control"]
     if not os.path.exists(path):
         return None
-    request = json.dumps({"op": "reload" if reload else "update",
-                          "sandboxes": sorted(names)}).encode()
+    reply = _control_request(path, {"op": "health"}, timeout, errors=False)
+    if not isinstance(reply, dict):
+        return False                    # no answer, or not JSON
+    if "failed" not in reply:
+        return None                     # an older daemon: unknown op
+    return bool(reply.get("ok"))
+
+
+def _control_request(path, request, timeout, errors=None):
+    """Send ``request`` (a dict) on the daemon's control socket ``path`` and return the
+    decoded reply; ``errors`` (None) when there is no socket, no answer or no JSON."""
+    import socket
+    if not os.path.exists(path):
+        return errors
+    request = json.dumps(request).encode()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     dir_fd = -1
     try:
@@ -336,9 +366,9 @@ def notify_resolver(run_dir, names=(), reload=False, timeout=DNS_CONTROL_TIMEOUT
         sock.connect(address)
         sock.send(request)
         reply = sock.recv(1 << 20)
-        return json.loads(reply) if reply else None
+        return json.loads(reply) if reply else errors
     except (OSError, ValueError):
-        return None
+        return errors
     finally:
         sock.close()
         if dir_fd >= 0:
@@ -431,12 +461,14 @@ def _wait_running(run_dir, timeout):
         time.sleep(0.02)
 
 
-def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None):
+def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None,
+                    restart=False):
     """Make sure the resolver daemon runs; called on every module run that needs DNS.
 
     Installs the daemon (if its code differs), then returns False when it already runs
     the current code, else starts it (restarting it after an upgrade, and replacing a
-    single-file daemon of an older release) and returns True.
+    single-file daemon of an older release) and returns True. ``restart``: restart a
+    running daemon in any case (one that failed its health check).
     Without systemd the daemon double-forks out of this process (it does not die with
     the module) and reports readiness (pidfile written, first config applied) before this
     returns. With systemd (``/run/systemd/system`` exists, or ``use_systemd=True``) a
@@ -449,8 +481,8 @@ def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None)
     paths = resolver_paths(run_dir)
     os.makedirs(paths["dir"], mode=0o755, exist_ok=True)
     status = resolver_status(run_dir)
-    if (status["running"] and not code_changed
-            and not _runs_legacy(status["pid"], paths["pidfile"])):
+    current = not (code_changed or restart)
+    if status["running"] and current and not _runs_legacy(status["pid"], paths["pidfile"]):
         return False
     if _use_systemd(use_systemd):
         _start_systemd(python, script, paths, run_dir, restart=status["running"])

@@ -5,6 +5,7 @@ The gateway is a router on the parent's LAN, so the network has no bridge. ipvla
 not loadable on the CI kernel (NOTES.md); its tests skip there.
 """
 from .. import constants as C
+from .. import validation as V
 from ..errors import KernelError, ValidationError
 from .base import Driver
 
@@ -28,7 +29,8 @@ class MacvlanDriver(Driver):
         if not parent:
             raise ValidationError("is required for the %s driver" % self.name,
                                   field="driver_options.parent")
-        if netlink.host.index(parent) is None:
+        V.interface_name(parent, "driver_options.%s" % C.OPT_PARENT)
+        if netlink is not None and netlink.host.index(parent) is None:
             raise ValidationError("interface %r does not exist on the host" % parent,
                                   field="driver_options.parent")
         if self._mode(network) not in self.modes:

@@ -17,6 +17,14 @@ MAX_SUBNET_PREFIX = {4: 30, 6: 126}
 
 CONFIG_KEYS = ("subnet", "ip_range", "gateway", "aux_addresses")
 
+# Ranges a container network must not overlap: the kernel treats their addresses
+# specially (loopback, "this network", multicast, link-local, reserved), so a bridge
+# gateway or a sandbox route there breaks the host (127.0.0.0/8 on a bridge makes the
+# sandbox route to its own loopback).
+FORBIDDEN_SUBNETS = tuple(ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "127.0.0.0/8", "169.254.0.0/16", "224.0.0.0/4", "240.0.0.0/4",
+    "::/127", "::ffff:0:0/96", "fe80::/10", "ff00::/8"))
+
 
 def _text(value, field, what):
     """Return ``value`` as a stripped string, or raise ValidationError for a non-string."""
@@ -88,6 +96,25 @@ def normalise_network(value, field):
                 "%s has host bits set (did you mean %s?)" % (text, loose), field=field) from None
         raise ValidationError(
             "%r is not a valid network in CIDR notation" % text, field=field) from None
+
+
+def check_usable_subnet(subnet, field):
+    """Refuse a subnet that overlaps loopback, unspecified, multicast, link-local or
+    reserved addresses (``FORBIDDEN_SUBNETS``). Called for every explicit subnet before
+    anything is created; raises ValidationError naming ``field``."""
+    for bad in FORBIDDEN_SUBNETS:
+        if bad.version == subnet.version and subnet.overlaps(bad):
+            raise ValidationError("%s overlaps %s (%s addresses cannot be a container "
+                                  "network)" % (subnet, bad, _kind(bad)), field=field)
+
+
+def _kind(network):
+    address = network.network_address
+    for kind in ("loopback", "multicast", "link_local", "unspecified", "reserved"):
+        last = network.broadcast_address
+        if getattr(address, "is_" + kind) or getattr(last, "is_" + kind):
+            return kind.replace("_", "-")
+    return "special"
 
 
 def default_gateway(subnet):
@@ -215,6 +242,7 @@ def _parse_entry(index, entry, enable_ipv6, field):
         return None
 
     subnet = normalise_network(raw_subnet, where + ".subnet")
+    check_usable_subnet(subnet, where + ".subnet")
     if subnet.version == 6 and not enable_ipv6:
         raise ValidationError(
             "%s is an IPv6 subnet but enable_ipv6 is false (set enable_ipv6: true)" % subnet,

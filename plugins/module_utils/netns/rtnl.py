@@ -107,8 +107,8 @@ class Rtnl:
         """Send one request; return the payloads of the replies (raises NetlinkError)."""
         self.seq += 1
         flags |= NLM_F_REQUEST | (NLM_F_DUMP if dump else NLM_F_ACK)
-        self.sock.send(_HDR.pack(_HDR.size + len(payload), msg_type, flags, self.seq, 0)
-                       + payload)
+        header = _HDR.pack(_HDR.size + len(payload), msg_type, flags, self.seq, 0)
+        self.sock.send(header + payload)
         replies = []
         while True:
             data = self.sock.recv(1 << 16)
@@ -132,8 +132,8 @@ class Rtnl:
     def get_link(self, ifname):
         """dict(index, ifname, kind, master, up, mtu, mac) of ``ifname`` or None."""
         try:
-            replies = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, 0, 0, 0)
-                                   + _str(IFLA_IFNAME, ifname))
+            query = _IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname)
+            replies = self.request(RTM_GETLINK, 0, query)
         except NetlinkError as exc:
             if exc.code in (errno.ENODEV, errno.ENOENT):
                 return None

@@ -118,8 +118,9 @@ def _overlap(a_ip, b_ip):
 
 
 def _clash(m, other):
-    return (m.protocol == other.protocol and m.family == other.family
-            and m.host_port == other.host_port and _overlap(m.host_ip, other.host_ip))
+    same_port = (m.protocol, m.family, m.host_port) == (other.protocol, other.family,
+                                                        other.host_port)
+    return same_port and _overlap(m.host_ip, other.host_ip)
 
 
 def _check_free(mapping, taken, where):
@@ -161,9 +162,9 @@ def _ephemeral(req, cport, targets, previous, taken, host, where):
         return True
 
     for old in previous:
-        if (old.protocol == req.protocol and old.container_port == cport
-                and (old.family, old.host_ip) in {(f, h) for f, h, dummy in targets}
-                and free(old.host_port)):
+        bound = {(f, h) for f, h, dummy in targets}
+        if all(((old.protocol, old.container_port) == (req.protocol, cport),
+                (old.family, old.host_ip) in bound)) and free(old.host_port):
             return old.host_port
     low, high = host.port_range()
     reserved = host.reserved()

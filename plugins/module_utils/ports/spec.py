@@ -6,12 +6,17 @@ its option path (``ports[1].host_port``), the bad value and the reason.
 ``{"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}]}``.
 """
 import ipaddress
+import re
 from dataclasses import dataclass
 
 from ..constants import PORT_PROTOCOLS
 from ..errors import ValidationError
 
 ENTRY_KEYS = ("container_port", "host_port", "host_ip", "protocol")
+# The most container ports one task may publish (ranges count every port): each is one
+# rule or set element and one conntrack filter, and a 30,000-port range took 50 s.
+MAX_PORTS_PER_TASK = 1024
+_ASCII_PORT = re.compile(r"[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ def _port_range(value, field, allow_zero):
     elif isinstance(value, str):
         text = value.strip()
         parts = text.split("-")
-        if len(parts) > 2 or not all(p.strip().isdigit() for p in parts):
+        if len(parts) > 2 or not all(_ASCII_PORT.fullmatch(p.strip()) for p in parts):
             raise ValidationError("%r is not a port or a range like 8080-8081" % value,
                                   field=field)
         start, end = int(parts[0]), int(parts[-1])
@@ -108,6 +113,7 @@ def parse_ports(raw_list, field="ports"):
     if not isinstance(raw_list, (list, tuple)):
         raise ValidationError("must be a list of port mappings", field=field)
     out = []
+    total = 0
     for i, entry in enumerate(raw_list):
         where = "%s[%d]" % (field, i)
         if not isinstance(entry, dict):
@@ -135,6 +141,11 @@ def parse_ports(raw_list, field="ports"):
         if not isinstance(protocol, str) or protocol.strip().lower() not in PORT_PROTOCOLS:
             raise ValidationError("%r is not one of %s" % (protocol, ", ".join(PORT_PROTOCOLS)),
                                   field=where + ".protocol")
+        total += c1 - c0 + 1
+        if total > MAX_PORTS_PER_TASK:
+            raise ValidationError(
+                "%d ports in one task; at most %d (publish larger ranges in several "
+                "tasks)" % (total, MAX_PORTS_PER_TASK), field=where + ".container_port")
         out.append(RequestedPort(index=i, protocol=protocol.strip().lower(),
                                  container_start=c0, container_end=c1, host_start=h0,
                                  host_end=h1,
