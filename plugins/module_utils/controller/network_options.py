@@ -70,19 +70,20 @@ def network_differences(cur, want, params):
     if ipam.get("config") is not None:
         cur_pools = {p["subnet"]: p for p in cur.pools}
         want_pools = {p["subnet"]: p for p in want.pools}
+        given = _given_pool_keys(ipam["config"])
         if want.pools or not cur.auto_subnets:
             for subnet in sorted(set(cur_pools) | set(want_pools)):
                 a, b = cur_pools.get(subnet), want_pools.get(subnet)
                 if a is None or b is None:
+                    family = ipaddress.ip_network(subnet).version
                     if b is None and subnet in cur.auto_subnets and not any(
-                            ipaddress.ip_network(s).version ==
-                            ipaddress.ip_network(subnet).version for s in want_pools):
+                            ipaddress.ip_network(s).version == family for s in want_pools):
                         continue  # chosen by the allocator: not a difference
                     rebuild.add("ipam.config[subnet=%s]" % subnet,
                                 a and a["subnet"], b and b["subnet"])
                     continue
                 for key in ("ip_range", "aux_addresses"):
-                    if a.get(key) != b.get(key):
+                    if key in given.get(subnet, ()) and a.get(key) != b.get(key):
                         rebuild.add("ipam.config[subnet=%s].%s" % (subnet, key),
                                     a.get(key), b.get(key))
                 if b.get("gateway_given") and a.get("gateway") != b.get("gateway"):
@@ -99,3 +100,14 @@ def network_differences(cur, want, params):
         else:
             inplace.add("driver_options.%s" % key, cur.options.get(key), value)
     return inplace, rebuild
+
+
+def _given_pool_keys(entries):
+    """{subnet: keys the task gave} of ``ipam.config`` entries (already validated): a key
+    an entry does not give is not compared, as any other option the task did not give."""
+    out = {}
+    for entry in entries or []:
+        if isinstance(entry, dict) and entry.get("subnet"):
+            subnet = str(ipaddress.ip_network(str(entry["subnet"]).strip()))
+            out[subnet] = {k for k, v in entry.items() if v is not None}
+    return out

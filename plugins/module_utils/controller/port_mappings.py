@@ -30,6 +30,10 @@ class PortMappings(FirewallSync):
         requested = parse_ports(params.get("ports") or [])
         if state == "present" and params.get("ports") is None:
             raise ValidationError("is required with state=present", field="ports")
+        if state == "present" and requested and self.firewall_backend == "none":
+            raise ValidationError("none publishes nothing: published ports are DNAT rules "
+                                  "(use nftables, iptables or auto)",
+                                  field="firewall_backend")
         return self._run(self._port_op, sandbox, network, state, requested,
                          bool(params.get("exclusive")))
 
@@ -100,10 +104,9 @@ class PortMappings(FirewallSync):
             # address (80->8080 and 127.0.0.1:8081->80 from two tasks both live)
             if not exclusive:
                 fresh = {(m.protocol, m.container_port, m.host_ip, m.family) for m in mapped}
-                kept += [m for m in current
-                         if (m.protocol, m.container_port) in keys
-                         and (m.protocol, m.container_port, m.host_ip, m.family) not in fresh
-                         and not any(_same_host_port(m, n) for n in mapped)]
+                kept += [m for m in current if (m.protocol, m.container_port) in keys and (
+                    (m.protocol, m.container_port, m.host_ip, m.family) not in fresh) and (
+                    not any(_same_host_port(m, n) for n in mapped))]
             wanted = sorted(set(mapped) | set(kept))
         else:
             if not requested:
@@ -119,8 +122,8 @@ class PortMappings(FirewallSync):
         result.diff = {"before": {"ports": before}, "after": {"ports": after}}
         added = sorted(set(wanted) - set(current))
         removed = sorted(set(current) - set(wanted))
-        result.actions = (["publish %s" % _describe_mapping(m) for m in added]
-                          + ["withdraw %s" % _describe_mapping(m) for m in removed])
+        result.actions = [*("publish %s" % _describe_mapping(m) for m in added),
+                          *("withdraw %s" % _describe_mapping(m) for m in removed)]
         if self.check_mode:
             return result
         ep.ports = [m.to_dict() for m in wanted]
@@ -164,5 +167,5 @@ def _describe_mapping(mapping):
 def _same_host_port(a, b):
     """Whether two mappings claim the same host port (an all-address binding overlaps
     any address of its family)."""
-    return (a.protocol == b.protocol and a.host_port == b.host_port and a.family == b.family
-            and (not a.host_ip or not b.host_ip or a.host_ip == b.host_ip))
+    same_port = (a.protocol, a.host_port, a.family) == (b.protocol, b.host_port, b.family)
+    return same_port and (not a.host_ip or not b.host_ip or a.host_ip == b.host_ip)

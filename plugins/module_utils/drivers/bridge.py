@@ -6,12 +6,23 @@ the peer is created directly inside the sandbox (NOTES: moving links costs ~25 m
 ``net.ipv4.ip_forward=1``.
 """
 from .. import constants as C
+from .. import validation as V
 from ..errors import ValidationError
-from ..model import gateway_cidrs
+from ..ipam.mac import mac_from_ip, mac_from_key
+from ..model import gateway_cidrs, gateway_for
 from ..netns import sysctl
 from .base import Driver
 
 _BOOL_STRINGS = ("true", "false")
+
+
+def bridge_mac(network):
+    """The bridge's MAC, fixed for the life of the network (a bridge left to itself takes
+    its lowest port's MAC, so it changed when that port left and sandboxes kept a stale
+    ARP entry for their gateway). Docker's derivation: ``02:42`` + the IPv4 gateway's
+    bytes; a network without IPv4 derives it from its id."""
+    gateway = gateway_for(network, 4)
+    return mac_from_ip(gateway) if gateway else mac_from_key(network.id)
 
 
 def _endpoint_cidrs(endpoint):
@@ -24,14 +35,7 @@ class BridgeDriver(Driver):
                          C.OPT_HOST_BINDING_IPV4, C.OPT_MTU))
 
     def validate(self, network, netlink):
-        name = network.bridge
-        if len(name) > C.IFNAME_MAX:
-            raise ValidationError("bridge name %r is longer than %d characters"
-                                  % (name, C.IFNAME_MAX),
-                                  field="driver_options.%s" % C.OPT_BRIDGE_NAME)
-        if not name or "/" in name or " " in name or name in (".", ".."):
-            raise ValidationError("bridge name %r is not a valid interface name" % name,
-                                  field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+        V.interface_name(network.bridge, "driver_options.%s" % C.OPT_BRIDGE_NAME)
         for key in (C.OPT_ENABLE_ICC, C.OPT_ENABLE_IP_MASQUERADE):
             if key in network.options and network.options[key] not in _BOOL_STRINGS:
                 raise ValidationError("%r is not a boolean (true/false)"
@@ -42,9 +46,12 @@ class BridgeDriver(Driver):
     def setup_network(self, network, netlink):
         host = netlink.host
         link = host.link(network.bridge)
-        index = link["index"] if link else host.add_bridge(network.bridge, network.mtu)
+        mac = bridge_mac(network)
+        index = link["index"] if link else host.add_bridge(network.bridge, network.mtu, mac)
         if link and link["mtu"] != network.mtu:
             host.set_mtu(index, network.mtu)
+        if link and link.get("mac") != mac:
+            host.set_mac(index, mac)
         have = host.addresses(index)
         for cidr in gateway_cidrs(network):
             if cidr not in have:
@@ -74,6 +81,9 @@ class BridgeDriver(Driver):
         if link["mtu"] != network.mtu:
             drift.append("bridge %s mtu is %s, not %s" % (network.bridge, link["mtu"],
                                                           network.mtu))
+        if link.get("mac") != bridge_mac(network):
+            drift.append("bridge %s MAC is %s, not %s" % (network.bridge, link.get("mac"),
+                                                          bridge_mac(network)))
         have = netlink.host.addresses(link["index"])
         for cidr in gateway_cidrs(network):
             if cidr not in have:

@@ -37,6 +37,15 @@ def mac_from_ip(ipv4):
     return _format(DOCKER_MAC_PREFIX + tuple(address.packed))
 
 
+def mac_from_key(key):
+    """Return a MAC derived from ``key`` (a string such as a network id): the same key
+    always gives the same MAC. Called for the bridge of a network without IPv4.
+    Guarantees a locally-administered unicast MAC outside Docker's ``02:42`` range (so it
+    never equals an endpoint's ``mac_from_ip``). Raises nothing."""
+    import hashlib
+    return _format((0x06,) + tuple(hashlib.sha256(key.encode("utf-8")).digest()[:5]))
+
+
 def generate_mac():
     """Return a random locally-administered unicast MAC in lower-case colon form.
 

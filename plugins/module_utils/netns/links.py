@@ -1,6 +1,6 @@
 """Small named netlink operations per namespace (the neutron ``ip_lib`` idea).
 
-``Netlink`` holds one pyroute2 handle for the host namespace (the namespace the engine
+``Netlink`` holds one rtnetlink socket for the host namespace (the namespace the engine
 runs in) and opens handles for sandboxes on demand: a thread ``setns`` into the sandbox,
 creates the socket there and comes back (~1 ms, NOTES.md), instead of
 ``IPRoute(netns=...)`` which forks a helper (~8 ms) and creates missing files.
@@ -56,8 +56,11 @@ class Handle:
         """Names of every interface in this namespace."""
         return [link["ifname"] for link in self._call("list links", self.rtnl.links)]
 
-    def add_bridge(self, ifname, mtu):
-        self._call("add bridge %s" % ifname, self.rtnl.add_link, ifname, "bridge", mtu=mtu)
+    def add_bridge(self, ifname, mtu, mac=None):
+        """Create bridge ``ifname`` (with MAC ``mac``: then it never follows its ports');
+        returns its index."""
+        self._call("add bridge %s" % ifname, self.rtnl.add_link, ifname, "bridge", mtu=mtu,
+                   mac=mac)
         return self.index(ifname)
 
     def add_veth(self, host_ifname, peer_ifname, peer_netns, mac, mtu, master):
