@@ -1,7 +1,7 @@
 # cnm.core: build, test and demo targets. Run as root on Debian 12 (CI: .ci/run).
 #
 #   make demo   build a simulated host (network namespace) and run playbooks/demo.yml on it
-#   make test   deps, then unit, integration, modules, sanity and molecule tests
+#   make test   deps, then unit, integration, modules, sanity, lint and molecule tests
 #
 # Nothing here touches the real host's network: tests and the demo work inside
 # throwaway network namespaces.
@@ -32,11 +32,11 @@ export PATH := $(VENV)/bin:$(PATH)
 # Molecule and ansible resolve cnm.core from this checkout, never from an installed copy.
 export ANSIBLE_COLLECTIONS_PATH := $(REPO)/build/collections
 
-.PHONY: help deps unit integration modules sanity molecule test demo demo-clean bench \
+.PHONY: help deps unit integration modules sanity lint molecule test demo demo-clean bench \
 	golden clean distclean firewall-restore
 
 help:
-	@echo "targets: deps unit integration modules sanity molecule test demo demo-clean"
+	@echo "targets: deps unit integration modules sanity lint molecule test demo demo-clean"
 	@echo "         bench golden clean distclean"
 
 # Idempotent and fast (~0.3 s) when everything is in place already. Debian's own python3
@@ -123,6 +123,55 @@ sanity: deps
 	echo "sanity: $$(wc -l < $$tmp/keep) files in $$dest"; \
 	cd $$dest && ansible-test sanity --venv --python 3.11 --color no $(SANITY_ARGS)
 
+# Lint the collection as Galaxy and the docsite would, offline: ansible-lint (production
+# profile, .ansible-lint, --strict so warnings count), antsibull-changelog (fragments and
+# changelog.yaml), antsibull-docs (plugin docs: schema, semantic markup, references) and
+# galaxy-importer on a freshly built tarball (galaxy-importer.cfg: flake8 on every plugin,
+# required tags, changelog; ansible-test off, so no container runtime and no network).
+# Every tool runs even when an earlier one failed; any finding fails the target. Caches,
+# the tarball and the importer's output go to a temporary directory, not into the tree.
+# The tools (requirements-lint.txt) are installed into .venv when missing.
+LINT_REQUIREMENTS_STAMP := $(VENV)/.requirements-lint.stamp
+lint: deps
+	@if ! [ -f $(LINT_REQUIREMENTS_STAMP) ] || \
+	    [ $(REPO)/requirements-lint.txt -nt $(LINT_REQUIREMENTS_STAMP) ] || \
+	    [ $(REQUIREMENTS_STAMP) -nt $(LINT_REQUIREMENTS_STAMP) ]; then \
+	  echo "lint: pip install -r requirements-lint.txt"; \
+	  $(PY) -m pip install -q --disable-pip-version-check \
+	    -r $(REPO)/requirements.txt -r $(REPO)/requirements-lint.txt; \
+	  touch $(LINT_REQUIREMENTS_STAMP); \
+	fi
+	@tmp=$$(mktemp -d /tmp/cnm-lint.XXXXXX); cd $(REPO); \
+	had_dot_ansible=$$([ -e .ansible ] && echo yes || echo no); \
+	trap 'rm -rf "$$tmp"; [ $$had_dot_ansible = yes ] || rm -rf $(REPO)/.ansible' EXIT; \
+	export ANSIBLE_HOME=$$tmp/ansible-home ANSIBLE_LOCAL_TEMP=$$tmp/ansible-tmp \
+	  XDG_CACHE_HOME=$$tmp/cache; \
+	failed=""; \
+	echo "--- ansible-lint --strict (profile production, offline)"; \
+	ansible-lint --strict || failed="$$failed ansible-lint"; \
+	echo "--- antsibull-changelog lint"; \
+	{ antsibull-changelog lint && \
+	  antsibull-changelog lint-changelog-yaml changelogs/changelog.yaml; } || \
+	  failed="$$failed antsibull-changelog"; \
+	echo "--- antsibull-docs lint-collection-docs --plugin-docs"; \
+	antsibull-docs lint-collection-docs --plugin-docs . && echo "antsibull-docs: no findings" || \
+	  failed="$$failed antsibull-docs"; \
+	echo "--- galaxy-importer (flake8 on)"; \
+	if ansible-galaxy collection build --output-path $$tmp/dist > $$tmp/build.log 2>&1; then \
+	  rc=0; ( cd $$tmp && GALAXY_IMPORTER_CONFIG=$(REPO)/galaxy-importer.cfg \
+	    GALAXY_IMPORTER_TMP_ROOT_DIR=$$tmp GALAXY_IMPORTER_ANSIBLE_LOCAL_TMP=$$tmp/ansible-tmp \
+	    $(PY) -m galaxy_importer.main dist/cnm-core-*.tar.gz ) > $$tmp/importer.log 2>&1 || rc=$$?; \
+	  grep -vE '^(Loading|Linting|\.\.\.)' $$tmp/importer.log || true; \
+	  if [ $$rc -ne 0 ] || grep -qE '^(WARNING|ERROR|CRITICAL)' $$tmp/importer.log || \
+	     ! grep -q '^Importer processing completed successfully' $$tmp/importer.log; then \
+	    failed="$$failed galaxy-importer"; \
+	  fi; \
+	else \
+	  cat $$tmp/build.log; failed="$$failed ansible-galaxy-build"; \
+	fi; \
+	if [ -n "$$failed" ]; then echo "make lint: FAILED:$$failed"; exit 1; fi; \
+	echo "make lint: no findings"
+
 # Molecule 26, default driver: the instance is a network namespace (molecule/default).
 # MOLECULE_GLOB: scenarios live in molecule/, not in Molecule 26's extensions/molecule/.
 molecule: deps
@@ -132,7 +181,7 @@ molecule: deps
 # is non-zero when any failed.
 test: deps
 	@failed=""; \
-	for t in unit integration modules sanity molecule; do \
+	for t in unit integration modules sanity lint molecule; do \
 	  echo "=== make $$t ==="; start=$$SECONDS; \
 	  if $(MAKE) --no-print-directory -C $(REPO) $$t; then res=ok; else res=FAILED; failed="$$failed $$t"; fi; \
 	  echo "=== make $$t: $$res ($$((SECONDS - start)) s) ==="; \

@@ -69,6 +69,31 @@ options:
   extra_hosts:
     description: Extra hosts file entries, V(name:ip) strings (Docker's C(--add-host)) or a dict.
     type: raw
+notes:
+  - The resolver runs with the Python interpreter that runs the module, which needs
+    C(dnspython). Where systemd runs (C(/run/systemd/system) exists) it is the unit
+    C(cnm-resolver.service) (another name for a non-default O(run_dir)) with
+    C(Restart=always); elsewhere a detached process with a pid file under O(run_dir).
+  - Inside each sandbox the resolver binds 127.0.0.11:53. A workload that binds
+    C(0.0.0.0:53) itself must set C(SO_REUSEADDR) (Docker's resolver listens on a random
+    port behind a DNAT rule instead).
+  - O(sandbox) must exist (made by M(cnm.core.cnm_sandbox) or M(cnm.core.cnm_endpoint)); in
+    check mode a sandbox that an earlier task would create is reported as a change. The
+    options O(nameservers), O(sandbox_upstreams), O(search), O(options), O(hostname),
+    O(domainname) and O(extra_hosts) need O(sandbox).
+  - A sandbox on the network V(host) shares the host's namespace; no name files are
+    written for it.
+seealso:
+  - module: cnm.core.cnm_endpoint
+  - module: cnm.core.cnm_sandbox
+  - module: cnm.core.cnm_sandbox_info
+  - name: Docker embedded DNS
+    description: The DNS service of user-defined networks that this resolver reproduces.
+    link: https://docs.docker.com/engine/network/#dns-services
+  - name: docker run
+    description: The C(--dns), C(--dns-search), C(--dns-option), C(--hostname) and
+      C(--add-host) options that the sandbox options mirror.
+    link: https://docs.docker.com/reference/cli/docker/container/run/
 """
 
 EXAMPLES = r"""
@@ -84,22 +109,50 @@ EXAMPLES = r"""
     domainname: example.internal
     extra_hosts:
       - "db.legacy:10.0.0.5"
+
+- name: Stop the resolver (sandboxes keep their resolv.conf)
+  cnm.core.cnm_dns:
+    resolver: stopped
 """
 
 RETURN = r"""
 resolver:
-  description: Resolver settings and whether it runs (state, upstreams, ttl, running, pid).
-  returned: always
+  description:
+    - The resolver's settings (C(state), C(upstreams), C(ttl)) after the task, and whether
+      it runs (C(running), and C(pid), V(null) when it does not run).
+  returned: always, except in check mode when O(sandbox) does not exist yet
   type: dict
+  sample:
+    state: started
+    upstreams:
+      - 127.0.0.53
+    ttl: 30
+    running: true
+    pid: 4890
 sandbox:
-  description: The sandbox's DNS settings and the directories of its name files.
-  returned: when O(sandbox) is given
+  description:
+    - The sandbox's name, its DNS settings (C(dns), only the keys ever set) and the
+      directories holding its C(resolv.conf), C(hosts) and C(hostname) files (C(files)).
+  returned: when O(sandbox) is given and exists
   type: dict
+  sample:
+    name: web
+    dns:
+      domainname: example.internal
+      extra_hosts:
+        - - db.legacy
+          - 10.0.0.5
+    files:
+      - /run/cnm/sandboxes/web
+      - /etc/netns/web
 actions:
-  description: What was done (or would be done in check mode).
+  description: What was done (or would be done in check mode), one line each.
   returned: always
   type: list
   elements: str
+  sample:
+    - "resolver.ttl: 600 -> 30"
+    - "resolver.upstreams: [] -> ['127.0.0.53']"
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module

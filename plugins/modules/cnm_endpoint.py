@@ -56,6 +56,26 @@ options:
       - When the sandbox is on several networks, the endpoint with the highest priority
         provides the default route (ties - the oldest endpoint).
     type: int
+notes:
+  - Changing O(ipv4_address), O(ipv6_address), O(mac_address), O(aliases),
+    O(gw_priority) or O(interface_name) of an existing endpoint is done in place; its
+    published ports (M(cnm.core.cnm_port_mapping)) follow a new address.
+  - A sandbox on the network V(host) or V(none) cannot join any other network. A sandbox
+    joins V(host) only when this module creates it (it is then a bind of the host's
+    namespace, and has no interface of its own).
+  - On networks without interfaces (V(host), V(none)) O(ipv4_address), O(ipv6_address),
+    O(mac_address) and O(interface_name) are refused.
+  - In check mode, an attach to a network that does not exist yet (an earlier task of the
+    same play would create it) is reported as a change instead of failing.
+seealso:
+  - module: cnm.core.cnm_network
+  - module: cnm.core.cnm_sandbox
+  - module: cnm.core.cnm_port_mapping
+  - module: cnm.core.cnm_dns
+  - module: cnm.core.cnm_sandbox_info
+  - name: docker network connect
+    description: The Docker command this module corresponds to (C(--ip), C(--ip6), C(--alias)).
+    link: https://docs.docker.com/reference/cli/docker/network/connect/
 """
 
 EXAMPLES = r"""
@@ -75,26 +95,45 @@ EXAMPLES = r"""
 
 RETURN = r"""
 endpoint:
-  description: The endpoint (EndpointID, NetworkID, SandboxKey, InterfaceName, IPAddress,
-    IPPrefixLen, Gateway, GlobalIPv6Address, MacAddress, Aliases, ...); V(null) when absent.
+  description:
+    - The endpoint, in the shape of Docker's EndpointSettings plus the names of its network
+      and sandbox and its published ports (EndpointID, NetworkID, NetworkName, Sandbox,
+      SandboxID, SandboxKey, InterfaceName, HostInterfaceName, IPAddress, IPPrefixLen,
+      Gateway, GlobalIPv6Address, GlobalIPv6PrefixLen, IPv6Gateway, MacAddress, Aliases,
+      GwPriority, Ports).
+    - C(HostInterfaceName) is the host end of the veth on bridge networks, else empty.
+      C(Gateway) and C(IPv6Gateway) are empty on internal networks.
+    - V(null) when the endpoint is absent.
   returned: always
   type: dict
   sample:
-    EndpointID: 9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a8b
-    NetworkID: 3f2c8e0d1b6a4c5e9f7a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e
+    EndpointID: 2ab6cc4c109abcacda698444508e25a7e29c6a8db676017f9a065198232792ed
+    NetworkID: 7bbbb0cdb2f7760601dbe74c45da49ca9ef1744f01d3ed9f4c1961a0428f267b
+    NetworkName: frontend
+    Sandbox: web
+    SandboxID: 6f09c82e44436300cd7eba3d2e8cb704253368207f67ef83088989ab2a272aaf
     SandboxKey: /run/netns/web
     InterfaceName: eth0
+    HostInterfaceName: veth2ab6cc4c
     IPAddress: 10.89.1.10
     IPPrefixLen: 24
     Gateway: 10.89.1.1
     GlobalIPv6Address: ""
+    GlobalIPv6PrefixLen: 0
+    IPv6Gateway: ""
     MacAddress: "02:42:0a:59:01:0a"
-    Aliases: [www]
+    Aliases:
+      - www
+    GwPriority: 0
+    Ports: {}
 actions:
-  description: What was done (or would be done in check mode).
+  description: What was done (or would be done in check mode), one line each.
   returned: always
   type: list
   elements: str
+  sample:
+    - create sandbox web
+    - attach web to frontend (10.89.1.10/24)
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module

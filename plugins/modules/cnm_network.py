@@ -94,6 +94,32 @@ options:
         driver, bridge name); endpoints are re-attached with their full configuration.
     type: bool
     default: false
+notes:
+  - Without an IPv4 subnet in O(ipam.config) the network gets a free one from Docker's
+    default pools, which hold 31 networks (15 /16s, then 16 /20s); more networks need
+    explicit subnets.
+  - The V(overlay) driver is not implemented and is refused. V(ipvlan) needs a kernel with
+    ipvlan support; V(macvlan) and V(ipvlan) need the key V(parent) in O(driver_options)
+    (an existing host interface).
+  - A network with O(internal=true) has no default route, no masquerade and no published
+    ports (M(cnm.core.cnm_port_mapping) refuses them).
+  - O(force=true) with O(state=present) tears the network down and makes it again; its
+    endpoints are re-attached (with their addresses where possible), so their workloads lose
+    connectivity meanwhile.
+seealso:
+  - module: cnm.core.cnm_network_info
+  - module: cnm.core.cnm_endpoint
+  - module: cnm.core.cnm_port_mapping
+  - module: cnm.core.cnm_dns
+  - name: docker network create
+    description: The Docker command whose options and driver options this module takes.
+    link: https://docs.docker.com/reference/cli/docker/network/create/
+  - name: Docker bridge network driver
+    description: Isolation, ICC and masquerading of bridge networks, as implemented here.
+    link: https://docs.docker.com/engine/network/drivers/bridge/
+  - name: Docker macvlan network driver
+    description: Parent interface and modes of macvlan networks.
+    link: https://docs.docker.com/engine/network/drivers/macvlan/
 """
 
 EXAMPLES = r"""
@@ -122,15 +148,18 @@ RETURN = r"""
 network:
   description:
     - The network in the shape of C(docker network inspect) (Name, Id, Created, Scope,
-      Driver, EnableIPv6, IPAM, Internal, Attachable, Ingress, ConfigFrom, ConfigOnly,
-      Containers, Options, Labels). V(null) when the network is absent.
+      Driver, EnableIPv4, EnableIPv6, IPAM, Internal, Attachable, Ingress, ConfigFrom,
+      ConfigOnly, Containers, Options, Labels). C(Containers) is keyed by sandbox id.
+    - V(null) when the network is absent.
   returned: always
   type: dict
   sample:
     Name: frontend
-    Id: 3f2c8e0d1b6a4c5e9f7a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e
-    Driver: bridge
+    Id: 7bbbb0cdb2f7760601dbe74c45da49ca9ef1744f01d3ed9f4c1961a0428f267b
+    Created: "2026-11-28T04:32:08.751219Z"
     Scope: local
+    Driver: bridge
+    EnableIPv4: true
     EnableIPv6: false
     IPAM:
       Driver: default
@@ -139,14 +168,29 @@ network:
         - Subnet: 10.89.1.0/24
           Gateway: 10.89.1.1
     Internal: false
-    Containers: {}
-    Options: {}
-    Labels: {}
+    Attachable: true
+    Ingress: false
+    ConfigFrom:
+      Network: ""
+    ConfigOnly: false
+    Containers:
+      6f09c82e44436300cd7eba3d2e8cb704253368207f67ef83088989ab2a272aaf:
+        Name: web
+        EndpointID: 2ab6cc4c109abcacda698444508e25a7e29c6a8db676017f9a065198232792ed
+        MacAddress: "02:42:0a:59:01:0a"
+        IPv4Address: 10.89.1.10/24
+        IPv6Address: ""
+    Options:
+      com.docker.network.bridge.name: cnm-frontend
+    Labels:
+      tier: web
 actions:
   description: What was done (or would be done in check mode), one line each.
   returned: always
   type: list
   elements: str
+  sample:
+    - create network frontend (10.89.1.0/24)
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module

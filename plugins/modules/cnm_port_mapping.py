@@ -64,6 +64,27 @@ options:
         type: str
         choices: [tcp, udp, sctp]
         default: tcp
+notes:
+  - Ports are published from an endpoint on a V(bridge) network only, and never from an
+    internal one (O(cnm.core.cnm_network#module:internal=true)).
+  - Publishing needs a firewall backend - with O(firewall_backend=none) the task fails, as
+    nothing would forward the ports.
+  - O(ports) is required with O(state=present). Without O(exclusive), mappings of other
+    container ports, and those of the same container port bound to another host address,
+    stay published.
+  - Each mapping is an element of an nft set or map (or one line in the network's iptables
+    chains), so publishing a port never rewrites the ruleset. Conntrack entries of
+    withdrawn mappings are deleted, so established flows do not keep using them.
+  - With O(state=absent) a sandbox that does not exist has nothing published - no change,
+    no error. In check mode, publishing ports of a sandbox that an earlier task would create
+    is reported as a change.
+seealso:
+  - module: cnm.core.cnm_endpoint
+  - module: cnm.core.cnm_network
+  - module: cnm.core.cnm_sandbox_info
+  - name: Docker port publishing and mapping
+    description: The behaviour of C(docker run -p) that this module reproduces.
+    link: https://docs.docker.com/engine/network/port-publishing/
 """
 
 EXAMPLES = r"""
@@ -85,18 +106,27 @@ EXAMPLES = r"""
 
 RETURN = r"""
 ports:
-  description: The endpoint's published ports in Docker's NetworkSettings.Ports shape.
+  description:
+    - The endpoint's published ports after the task, in Docker's NetworkSettings.Ports
+      shape - keys V(<container port>/<protocol>), each a list of C(HostIp) and
+      C(HostPort) (a string). V({}) when none are published.
   returned: always
   type: dict
   sample:
+    53/udp:
+      - HostIp: 0.0.0.0
+        HostPort: "5353"
     80/tcp:
       - HostIp: 0.0.0.0
         HostPort: "8080"
 actions:
-  description: What was done (or would be done in check mode).
+  description: What was done (or would be done in check mode), one line each.
   returned: always
   type: list
   elements: str
+  sample:
+    - publish *:8080 -> 80/tcp
+    - publish *:5353 -> 53/udp
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module

@@ -34,6 +34,23 @@ options:
   hostname:
     description: Hostname recorded for the sandbox (default its name).
     type: str
+notes:
+  - Creating a sandbox fails when C(<netns_dir>/<name>) already exists but is not a sandbox
+    of this collection (for example a namespace made with C(ip netns add)); it is never
+    taken over or removed.
+  - A sandbox that M(cnm.core.cnm_endpoint) created implicitly becomes a managed one once
+    this module names it, and then stays when its last endpoint is removed.
+  - A deleted namespace file is reported as drift and made again by the next run; the
+    next run of M(cnm.core.cnm_endpoint) re-attaches its endpoints.
+  - A workload still running in a removed sandbox keeps its (now unnamed) network
+    namespace until it exits.
+seealso:
+  - module: cnm.core.cnm_endpoint
+  - module: cnm.core.cnm_sandbox_info
+  - module: cnm.core.cnm_dns
+  - name: ip-netns(8)
+    description: The named network namespaces that sandboxes are, with the default O(netns_dir).
+    link: https://man7.org/linux/man-pages/man8/ip-netns.8.html
 """
 
 EXAMPLES = r"""
@@ -50,14 +67,31 @@ EXAMPLES = r"""
 
 RETURN = r"""
 sandbox:
-  description: The sandbox (Id, Name, SandboxKey, Hostname, Networks); V(null) when absent.
+  description:
+    - The sandbox - Id, Name, SandboxKey (the namespace file), Hostname, Created, Mode
+      (V(own) for a namespace of its own, V(host) for a sandbox on the network V(host)),
+      Networks (its endpoints by network name, each as
+      RV(cnm.core.cnm_endpoint#module:endpoint)) and Dns (the settings made with
+      M(cnm.core.cnm_dns)).
+    - V(null) when the sandbox is absent.
   returned: always
   type: dict
+  sample:
+    Id: 40149631ddf1adc519de17a91acfc71891fae715e860f7a674c5055eed5129eb
+    Name: web
+    SandboxKey: /run/netns/web
+    Hostname: web01
+    Created: "2026-11-28T04:32:08.965119Z"
+    Mode: own
+    Networks: {}
+    Dns: {}
 actions:
-  description: What was done (or would be done in check mode).
+  description: What was done (or would be done in check mode), one line each.
   returned: always
   type: list
   elements: str
+  sample:
+    - create sandbox web
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module

@@ -21,6 +21,17 @@ options:
   name:
     description: Sandbox name. Without it, every sandbox.
     type: str
+notes:
+  - Read-only - it never creates the state database, so it can run on a host where no
+    cnm.core module has run yet (RV(exists) is V(false) there).
+  - It reports what the state database records; drift in the kernel (a namespace or
+    interface deleted by hand) is reported by the modules that change state, in check mode.
+seealso:
+  - module: cnm.core.cnm_sandbox
+  - module: cnm.core.cnm_endpoint
+  - module: cnm.core.cnm_port_mapping
+  - module: cnm.core.cnm_dns
+  - module: cnm.core.cnm_network_info
 """
 
 EXAMPLES = r"""
@@ -28,6 +39,11 @@ EXAMPLES = r"""
   cnm.core.cnm_sandbox_info:
     name: web
   register: web
+
+- name: Its address on network frontend
+  ansible.builtin.debug:
+    msg: "{{ web.sandboxes[0].Networks.frontend.IPAddress }}"
+  when: web.exists and 'frontend' in web.sandboxes[0].Networks
 """
 
 RETURN = r"""
@@ -35,11 +51,39 @@ exists:
   description: Whether at least one sandbox matched.
   returned: always
   type: bool
+  sample: true
 sandboxes:
-  description: Matching sandboxes (Id, Name, SandboxKey, Hostname, Networks, Dns).
+  description:
+    - Matching sandboxes, each as RV(cnm.core.cnm_sandbox#module:sandbox) - Id, Name,
+      SandboxKey, Hostname, Created, Mode, Networks (endpoints by network name, with their
+      published ports) and Dns (the settings made with M(cnm.core.cnm_dns)).
+    - An empty list when none matched.
   returned: always
   type: list
   elements: dict
+  sample:
+    # abridged: each entry of Networks has all the keys of cnm.core.cnm_endpoint's endpoint
+    - Id: 6f09c82e44436300cd7eba3d2e8cb704253368207f67ef83088989ab2a272aaf
+      Name: web
+      SandboxKey: /run/netns/web
+      Hostname: web01
+      Created: "2026-11-28T04:32:08.796311Z"
+      Mode: own
+      Networks:
+        frontend:
+          NetworkName: frontend
+          InterfaceName: eth0
+          IPAddress: 10.89.1.10
+          MacAddress: "02:42:0a:59:01:0a"
+          Ports:
+            80/tcp:
+              - HostIp: 0.0.0.0
+                HostPort: "8080"
+      Dns:
+        domainname: example.internal
+        extra_hosts:
+          - - db.legacy
+            - 10.0.0.5
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
