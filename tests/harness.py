@@ -288,3 +288,43 @@ def tcp_read(address, port, timeout=2):
             "s.settimeout(%d)\n"
             "print(s.recv(100).decode().strip())\n") % (address, port, timeout, timeout)
     return ["python3", "-c", code]
+
+
+def tcp_answer(host, address, port, sandbox=None, timeout=2):
+    """The first line a TCP server at ``address:port`` sends to a client on ``host``
+    (in its ``sandbox`` when given); None when no connection is made (refused, dropped,
+    timed out)."""
+    cmd = tcp_read(address, port, timeout)
+    proc = (host.sandbox_run(sandbox, cmd, check=False, timeout=timeout + 10) if sandbox
+            else host.run(cmd, check=False, timeout=timeout + 10))
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def wait_listening(host, port, sandbox=None, proto="tcp", timeout=10.0):
+    """Wait until a ``proto`` socket listens on ``port`` in ``host`` (or its
+    ``sandbox``); raises AssertionError after ``timeout`` seconds."""
+    cmd = ["ss", "-Hltn" if proto == "tcp" else "-Hlun", "sport", "= :%d" % port]
+
+    def listening():
+        proc = (host.sandbox_run(sandbox, cmd, check=False) if sandbox
+                else host.run(cmd, check=False))
+        return bool(proc.stdout.strip())
+    assert eventually(listening, timeout=timeout), "nothing listens on %s port %d" % (
+        proto, port)
+
+
+@contextlib.contextmanager
+def greeters(host, ports, sandbox=None, name="web", idle=60):
+    """TCP servers on ``ports`` in ``host`` (or its ``sandbox``), the one on port P
+    greeting each client with ``hello from <name> P`` (so a client can tell which
+    port it reached), all listening when the body starts, killed after it."""
+    procs = [host.popen(tcp_greeter(p, "%s %d" % (name, p), idle=idle), sandbox=sandbox)
+             for p in ports]
+    try:
+        for p in ports:
+            wait_listening(host, p, sandbox)
+        yield
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -1,10 +1,10 @@
 """Firewall backends' life cycle on the real kernel: what stays, what goes, drift.
 
 Removing the last network leaves nothing of ours (``nft list ruleset`` and
-``iptables-save`` both checked) and never touches other owners' tables and chains;
-CNM-USER keeps its rules while any network exists; rules removed by hand are reported
-by ``check`` and put back by ``restore``; every option combination of the golden files
-is accepted by the kernel and reads back as in sync.
+``iptables-save`` both checked) but the user's own rules in CNM-USER, which survive
+every operation, and never touches other owners' tables and chains; rules removed by
+hand are reported by ``check`` and put back by ``restore``; every option combination of
+the golden files is accepted by the kernel and reads back as in sync.
 """
 import itertools
 import json
@@ -69,14 +69,41 @@ def test_removing_every_network_leaves_nothing_of_ours_and_keeps_other_owners(la
     assert "-A DOCKER -j RETURN" in lab.h1.run("iptables-save -t nat").stdout
 
 
-def test_user_chain_keeps_its_rules_while_networks_change(lab):
-    a, s1 = published_lab(lab)
+def user_rule(lab, source, action="add"):
+    """Add (or delete) the user's own rule in CNM-USER dropping traffic from
+    ``source``; returns how the rule reads in ``ruleset``."""
     if lab.backend_name == "nftables":
-        lab.h1.run("nft add rule inet cnm CNM-USER ip saddr 192.0.2.99 drop")
-        marker = "192.0.2.99"
-    else:
-        lab.h1.run("iptables -A CNM-USER -s 192.0.2.99/32 -j DROP")
-        marker = "-A CNM-USER -s 192.0.2.99/32 -j DROP"
+        if action == "add":
+            lab.h1.run("nft add rule inet cnm CNM-USER ip saddr %s drop" % source)
+        else:
+            doc = json.loads(lab.h1.run("nft -j -a list chain inet cnm CNM-USER").stdout)
+            [handle] = [i["rule"]["handle"] for i in doc["nftables"] if "rule" in i]
+            lab.h1.run("nft delete rule inet cnm CNM-USER handle %d" % handle)
+        return "ip saddr %s drop" % source
+    flag = "-A" if action == "add" else "-D"
+    lab.h1.run("iptables %s CNM-USER -s %s/32 -j DROP" % (flag, source))
+    return "-A CNM-USER -s %s/32 -j DROP" % source
+
+
+def ours_left(lab):
+    """What of ours the kernel of h1 holds: nft chains of table inet cnm, and the
+    CNM chain declarations and rules of iptables-save."""
+    doc = json.loads(lab.h1.run("nft -j list table inet cnm", check=False).stdout
+                     or '{"nftables": []}')
+    nft = sorted(i["chain"]["name"] for i in doc["nftables"] if "chain" in i)
+    nft += sorted(name for i in doc["nftables"] for kind in ("set", "map") if kind in i
+                  for name in [i[kind]["name"]])
+    saved = lab.h1.run("iptables-save; ip6tables-save").stdout.splitlines()
+    return nft, [line for line in saved if "CNM" in line]
+
+
+def test_user_chain_keeps_its_rules_while_networks_change_and_after_the_last(lab):
+    """The user's own rules survive every operation, the removal of the last network
+    included (Docker never deletes DOCKER-USER): they are evaluated again, first, as
+    soon as a network exists again."""
+    a, s1 = published_lab(lab)
+    marker = user_rule(lab, H2_LAN)
+    assert lab.talk(lab.h2, H1_LAN, 8080) == "", "the user's rule is evaluated"
     b = lab.network("b", "172.30.2.0/24")
     a.publish(("tcp", "", 9090, s1, 80))
     a.unpublish(8080)
@@ -86,8 +113,52 @@ def test_user_chain_keeps_its_rules_while_networks_change(lab):
     a.opts["icc"] = False
     lab.apply(a)
     assert marker in ruleset(lab.h1)
+    assert lab.talk(lab.h2, H1_LAN, 9090) == ""
+    assert lab.talk(lab.h1, H1_LAN, 9090) == H1_LAN, "the port itself works"
     lab.remove(a)
-    assert marker not in ruleset(lab.h1), "nothing of ours remains with the last network"
+    assert marker in ruleset(lab.h1), "the last network took the user's rule along"
+    nft, ipt = ours_left(lab)
+    if lab.backend_name == "nftables":
+        assert (nft, ipt) == (["CNM-USER"], []), "only the user's chain is left"
+    else:
+        assert (nft, ipt) == ([], [":CNM-USER - [0:0]", marker]), \
+            "only the user's chain is left"
+    # the next network hooks the user's chain again, first
+    lab.apply(a)
+    assert lab.talk(lab.h2, H1_LAN, 9090) == ""
+    user_rule(lab, H2_LAN, "delete")
+    assert lab.talk(lab.h2, H1_LAN, 9090) == H2_LAN
+    # and a user chain left empty goes with the last network: nothing of ours stays
+    lab.remove(a)
+    assert ours_left(lab) == ([], [])
+    assert "CNM" not in ruleset(lab.h1) and "table inet cnm" not in ruleset(lab.h1)
+
+
+def test_restore_with_no_networks_keeps_the_user_chain(lab):
+    a, dummy = published_lab(lab)
+    marker = user_rule(lab, "192.0.2.99")
+    lab.in_h1(lab.backend.restore, [])
+    assert marker in ruleset(lab.h1)
+    nft, ipt = ours_left(lab)
+    assert "CNM-USER" in (nft if lab.backend_name == "nftables" else " ".join(ipt))
+    assert not [c for c in nft if c != "CNM-USER"], nft
+    assert [line for line in ipt if "CNM-USER" not in line] == [], ipt
+
+
+def test_a_user_rule_using_our_bridges_set_survives_the_last_network(lab):
+    if lab.backend_name != "nftables":
+        pytest.skip("nft sets are an nftables backend matter")
+    a, s1 = published_lab(lab)
+    lab.h1.run("nft add rule inet cnm CNM-USER iifname @bridges ip daddr %s drop" % H2_LAN)
+    assert not lab.ping(s1.host, H2_LAN), "the user's rule is evaluated"
+    lab.remove(a)
+    assert "iifname @bridges ip daddr %s drop" % H2_LAN in ruleset(lab.h1)
+    assert ours_left(lab) == (["CNM-USER", "bridges"], []), "the set it uses stays, empty"
+    lab.in_h1(lab.backend.restore, [])
+    lab.apply(a)
+    assert lab.in_h1(lab.backend.check, a.rules()) == []
+    assert not lab.ping(s1.host, H2_LAN)
+    assert lab.talk(lab.h1, H1_LAN, 8080) == H1_LAN
 
 
 def test_rules_deleted_by_hand_are_reported_and_restored(lab):

@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from harness import connect, in_netns, suffix
+from engine_helpers import HostEngine
+from harness import connect, greeters, in_netns, suffix, tcp_answer
 
 from ansible_collections.cnm.core.plugins.module_utils.firewall import get_backend
 from ansible_collections.cnm.core.plugins.module_utils.firewall.model import (
@@ -231,13 +232,21 @@ def test_published_udp_port_answers(lab):
 
 
 def test_port_range_maps_each_port(lab):
-    net = lab.network("a", "172.30.1.0/24")
-    s1 = lab.sandbox(net, 2)
-    lab.serve(s1.host, 80)
-    lab.serve(s1.host, 81)
-    net.publish(("tcp", "", 8080, s1, 80), ("tcp", "", 8081, s1, 81))
-    assert lab.talk(lab.h2, H1_LAN, 8080) == H2_LAN
-    assert lab.talk(lab.h2, H1_LAN, 8081) == H2_LAN
+    """A range published through the engine (``80-82`` on ``8080-8082``): each host
+    port of it reaches its own container port, from another host, and no port
+    beyond it does."""
+    eng = HostEngine(lab.h1, firewall_backend=lab.backend_name)
+    eng.network(name="app", ipam={"config": [{"subnet": "172.30.1.0/24"}]})
+    eng.endpoint(network="app", sandbox="web")
+    with greeters(lab.h1, (80, 81, 82, 83), sandbox="web"):
+        res = eng.port_mapping(sandbox="web", ports=[
+            {"container_port": "80-82", "host_port": "8080-8082"}])
+        for port in (80, 81, 82):
+            assert tcp_answer(lab.h2, H1_LAN, 8000 + port) == "hello from web %d" % port
+        assert tcp_answer(lab.h2, H1_LAN, 8083) is None, "the range ends at 8082"
+    assert res.data["ports"] == {"%d/tcp" % port: [{"HostIp": "0.0.0.0",
+                                                    "HostPort": str(8000 + port)}]
+                                 for port in (80, 81, 82)}
 
 
 def test_host_reaches_published_port_through_its_own_address(lab):
@@ -305,6 +314,16 @@ def test_direct_access_to_sandbox_addresses_from_outside_is_dropped(lab):
     net.publish(("tcp", "", 8080, s1, 80))
     lab.h2.run("ip route add 172.30.1.0/24 via %s" % H1_LAN)
     assert lab.talk(lab.h2, s1.ip4, 80) == ""
+    assert lab.talk(lab.h2, H1_LAN, 8080) == H2_LAN
+    # the raw-table drop comes before any filter: even when the user's own chain
+    # accepts everything from the LAN (ending the forward filter), direct access stays
+    # dropped and only the published port answers
+    if lab.backend_name == "nftables":
+        lab.h1.run("nft add rule inet cnm CNM-USER iifname lan0 accept")
+    else:
+        lab.h1.run("iptables -A CNM-USER -i lan0 -j ACCEPT")
+    assert lab.talk(lab.h2, s1.ip4, 80) == ""
+    assert not lab.ping(lab.h2, s1.ip4)
     assert lab.talk(lab.h2, H1_LAN, 8080) == H2_LAN
 
 

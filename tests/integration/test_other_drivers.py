@@ -1,4 +1,5 @@
 """macvlan / ipvlan networks and IPv6 on bridges."""
+import ipaddress
 import subprocess
 
 import pytest
@@ -68,6 +69,21 @@ def test_ipv6_bridge_network(host):
 
 
 def test_ipv6_subnet_is_chosen_when_none_is_given(host):
-    net = HostEngine(host).network(name="auto6", enable_ipv6=True).data["network"]
+    eng = HostEngine(host)
+    net = eng.network(name="auto6", enable_ipv6=True).data["network"]
     versions = sorted(":" in c["Subnet"] for c in net["IPAM"]["Config"])
     assert versions == [False, True]
+    [v6] = [c for c in net["IPAM"]["Config"] if ":" in c["Subnet"]]
+    subnet = ipaddress.ip_network(v6["Subnet"])
+    # the chosen subnet is in the kernel: the gateway on the bridge, an address of it
+    # in each sandbox, and the two sandboxes talk over it
+    bridge = host.ip_json("-6 addr show dev br-%s" % net["Id"][:12])[0]
+    assert v6["Gateway"] in [a["local"] for a in bridge["addr_info"]]
+    a = eng.endpoint(network="auto6", sandbox="a").data["endpoint"]["GlobalIPv6Address"]
+    b = eng.endpoint(network="auto6", sandbox="b").data["endpoint"]["GlobalIPv6Address"]
+    for sandbox, address in (("a", a), ("b", b)):
+        eth0 = host.ip_json("-6 addr show dev eth0", sandbox=sandbox)[0]
+        assert address in [i["local"] for i in eth0["addr_info"]
+                           if ipaddress.ip_address(i["local"]) in subnet], eth0
+    assert host.ping(b, sandbox="a") and host.ping(a, sandbox="b")
+    assert host.ping(a)

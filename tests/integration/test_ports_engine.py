@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from engine_helpers import HostEngine
-from harness import connect, tcp_greeter, tcp_read, udp_ask, udp_echo
+from harness import (connect, greeters, tcp_answer, tcp_greeter, udp_ask, udp_echo,
+                     wait_listening)
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 H1, H2 = "192.168.77.1", "192.168.77.2"
@@ -33,16 +34,11 @@ def lan(request, make_host):
             s.wait()
 
 
-def reach(host, address, port, sandbox=None):
-    cmd = tcp_read(address, port)
-    proc = (host.sandbox_run(sandbox, cmd, check=False) if sandbox
-            else host.run(cmd, check=False))
-    return proc.stdout.strip() if proc.returncode == 0 else None
+reach = tcp_answer  # (host, address, port, sandbox=None): a greeting, or None
 
 
 def _wait_listening(h1):
-    from harness import eventually
-    assert eventually(lambda: "0.0.0.0:80" in h1.sandbox_run("web", "ss -ltn").stdout)
+    wait_listening(h1, 80, sandbox="web")
 
 
 def test_tcp_and_udp_published_ports_reach_the_sandbox_from_another_host(lan):
@@ -83,15 +79,20 @@ def test_a_taken_host_port_names_the_sandbox_that_holds_it(lan):
         eng.port_mapping(sandbox="api", ports=[{"container_port": 80, "host_port": 8080}])
 
 
-def test_ephemeral_ports_are_distinct_in_range_and_stable(lan):
+def test_ephemeral_ports_are_distinct_in_range_stable_and_answer(lan):
     h1, h2, eng, dummy = lan
     low, high = map(int, h1.run("cat /proc/sys/net/ipv4/ip_local_port_range").stdout.split())
     ports = [{"container_port": p} for p in (81, 82, 83)]
     res = eng.port_mapping(sandbox="web", ports=ports)
-    chosen = [int(v[0]["HostPort"]) for v in res.data["ports"].values()]
-    assert len(set(chosen)) == 3 and all(low <= p <= high for p in chosen)
+    chosen = {int(k.split("/")[0]): int(v[0]["HostPort"]) for k, v in res.data["ports"].items()}
+    assert sorted(chosen) == [81, 82, 83]
+    assert len(set(chosen.values())) == 3 and all(low <= p <= high for p in chosen.values())
     again = eng.port_mapping(sandbox="web", ports=ports)
     assert not again.changed and again.data["ports"] == res.data["ports"]
+    # each chosen host port forwards to its own container port, from another host
+    with greeters(h1, (81, 82, 83), sandbox="web"):
+        for cport, hport in chosen.items():
+            assert tcp_answer(h2, H1, hport) == "hello from web %d" % cport
 
 
 def test_masquerade_isolation_and_teardown(lan):
@@ -139,14 +140,23 @@ def test_icc_off_blocks_the_network_but_not_egress(lan):
 
 def test_adding_a_port_keeps_the_others_and_never_duplicates_a_host_port(lan):
     h1, h2, eng, dummy = lan
-    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
-    with pytest.raises(CnmError, match="8080"):
-        eng.port_mapping(sandbox="web", ports=[{"container_port": 81, "host_port": 8080}])
-    res = eng.port_mapping(sandbox="web", ports=[{"container_port": 81, "host_port": 8082}])
-    assert set(res.data["ports"]) == {"80/tcp", "81/tcp"}
-    res = eng.port_mapping(sandbox="web", state="absent",
-                           ports=[{"container_port": 81}])
-    assert set(res.data["ports"]) == {"80/tcp"}
+    _wait_listening(h1)
+    with greeters(h1, (81,), sandbox="web"):
+        eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8080}])
+        with pytest.raises(CnmError, match="8080"):
+            eng.port_mapping(sandbox="web", ports=[{"container_port": 81,
+                                                    "host_port": 8080}])
+        assert reach(h2, H1, 8080) == "hello from web %s" % H2, "still port 80"
+        res = eng.port_mapping(sandbox="web", ports=[{"container_port": 81,
+                                                      "host_port": 8082}])
+        assert set(res.data["ports"]) == {"80/tcp", "81/tcp"}
+        assert reach(h2, H1, 8080) == "hello from web %s" % H2
+        assert reach(h2, H1, 8082) == "hello from web 81"
+        res = eng.port_mapping(sandbox="web", state="absent",
+                               ports=[{"container_port": 81}])
+        assert set(res.data["ports"]) == {"80/tcp"}
+        assert reach(h2, H1, 8082) is None, "withdrawn"
+        assert reach(h2, H1, 8080) == "hello from web %s" % H2
 
 
 def test_restore_puts_back_every_rule_after_a_flush(lan):
@@ -187,7 +197,13 @@ def test_two_tasks_can_publish_one_container_port_on_two_addresses(lan):
         {"container_port": 80, "host_port": 8080}]).changed
     assert not eng.port_mapping(sandbox="web", ports=[
         {"container_port": 80, "host_port": 8081, "host_ip": "127.0.0.1"}]).changed
+    _wait_listening(h1)
+    assert reach(h2, H1, 8080) == "hello from web %s" % H2
+    assert reach(h1, "127.0.0.1", 8081), "both bindings answer"
+    assert reach(h2, H1, 8081) is None, "127.0.0.1 only"
     # exclusive keeps only what it names
     res = eng.port_mapping(sandbox="web", exclusive=True,
                            ports=[{"container_port": 80, "host_port": 8080}])
     assert [b["HostPort"] for b in res.data["ports"]["80/tcp"]] == ["8080"]
+    assert reach(h1, "127.0.0.1", 8081) is None, "the binding not named is gone"
+    assert reach(h2, H1, 8080) == "hello from web %s" % H2

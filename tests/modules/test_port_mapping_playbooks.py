@@ -13,8 +13,8 @@ import pytest
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "integration"))
 
 from ansible_runner import run_playbook  # noqa: E402
-from harness import (connect, eventually, tcp_greeter, tcp_read, udp_ask,  # noqa: E402
-                     udp_echo)
+from harness import (connect, eventually, greeters, tcp_answer,  # noqa: E402
+                     tcp_greeter, udp_ask, udp_echo)
 from snapshot import snapshot  # noqa: E402
 
 H1, H2 = "192.168.78.1", "192.168.78.2"
@@ -112,12 +112,7 @@ def links(host):
     return sorted(link["ifname"] for link in host.ip_json("link"))
 
 
-def reach(host, address, port, sandbox=None):
-    """The TCP server's greeting through ``address:port`` (None: no answer)."""
-    cmd = tcp_read(address, port)
-    proc = (host.sandbox_run(sandbox, cmd, check=False, timeout=10) if sandbox
-            else host.run(cmd, check=False, timeout=10))
-    return proc.stdout.strip() if proc.returncode == 0 else None
+reach = tcp_answer  # (host, address, port, sandbox=None): the greeting, None: no answer
 
 
 def host_ports(ports, key):
@@ -195,6 +190,11 @@ def test_publish_check_diff_idempotency_and_traffic(lan):
         assert udp == "echo:ping"
         assert reach(h1, "127.0.0.1", 8081) == "hello from web"
         assert reach(h2, H1, 8081) is None
+        # each ephemeral host port the module chose forwards to its container port
+        with greeters(h1, EPHEMERAL, sandbox="web"):
+            for cport in EPHEMERAL:
+                [hport] = host_ports(ports, "%d/tcp" % cport)
+                assert reach(h2, H1, hport) == "hello from web %d" % cport, (cport, hport)
     finally:
         for server in servers:
             server.kill()

@@ -121,6 +121,24 @@ def test_removing_one_network_then_the_last_leaves_nothing():
     assert saved.tables == empty_host().tables
 
 
+@pytest.mark.parametrize("how", ["apply", "restore"])
+def test_the_user_chain_keeps_its_rules_when_the_last_network_goes(how):
+    a = rules(ports=[pm(8080)])
+    saved = restore(empty_host(), R.render_create(a, 4))
+    saved.tables["filter"]["CNM-USER"].append("-s 192.0.2.1/32 -j DROP")
+    script = (R.plan_apply(saved, a, None, 4) if how == "apply"
+              else R.plan_restore(saved, [], 4))
+    assert "CNM-USER" not in script, "neither flushed nor deleted"
+    restore(saved, script)
+    kept = empty_host()
+    kept.tables["filter"]["CNM-USER"] = ["-s 192.0.2.1/32 -j DROP"]
+    assert saved.tables == kept.tables, "only the user's chain and rules are left"
+    restore(saved, R.plan_apply(saved, None, a, 4))
+    assert R.check_network(a, saved, 4) == []
+    assert saved.chain("filter", "CNM-USER") == ["-s 192.0.2.1/32 -j DROP"]
+    assert saved.chain("filter", "CNM-FORWARD")[0] == "-j CNM-USER", "hooked again"
+
+
 def test_planning_skips_what_is_already_there_and_deletes_only_what_exists():
     a = rules(ports=[pm(8080)])
     saved = restore(empty_host(), R.render_create(a, 4))
@@ -157,7 +175,12 @@ def test_restore_rebuilds_everything_and_drops_unknown_network_chains():
     assert "CNM-FO-bbbbbbbbbbbb" not in saved.tables["filter"]
     assert saved.chain("filter", "CNM-USER") == ["-j RETURN"]
     restore(saved, R.plan_restore(saved, [], 4))
-    assert saved.tables == empty_host().tables
+    kept = empty_host()
+    kept.tables["filter"]["CNM-USER"] = ["-j RETURN"]
+    assert saved.tables == kept.tables, "everything of ours goes but the user's rules"
+    saved.tables["filter"]["CNM-USER"] = []
+    restore(saved, R.plan_restore(saved, [], 4))
+    assert saved.tables == empty_host().tables, "an empty user chain goes too"
 
 
 def test_drift_reports_missing_and_stale_lines():

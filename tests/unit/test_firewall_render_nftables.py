@@ -78,12 +78,52 @@ def test_an_option_change_refills_only_the_chains_it_changes():
     assert R.render_update(rules(), rules()) == ""
 
 
-def test_removal_of_the_last_network_deletes_the_table():
-    assert R.render_remove(rules(), last=True) == "delete table inet cnm\n"
+def full_table(user_rules):
+    """The ParsedTable of one network's table whose CNM-USER holds ``user_rules``."""
+    chains = {name: [] for name, dummy in R.BASE_CHAINS}
+    chains.update({c: [] for c in R.net_chain_names(NID[:12])})
+    chains[R.CHAIN_USER] = list(user_rules)
+    return R.ParsedTable(chains=chains, elements={name: {} for name in R.SETS})
+
+
+def test_removal_of_the_last_network_deletes_the_table_when_the_user_chain_is_empty():
+    assert R.render_teardown(full_table([])) == "delete table inet cnm\n"
+    assert R.render_teardown(None) == "", "no table: nothing to do"
+
+
+def test_removal_of_the_last_network_keeps_the_user_chain_and_its_rules():
+    out = lines(R.render_teardown(full_table([None, "mine"])))
+    assert "delete table inet cnm" not in out
+    assert not any("CNM-USER" in line for line in out), "neither flushed nor deleted"
+    ours = [name for name, dummy in R.BASE_CHAINS if name != "CNM-USER"]
+    ours += list(R.net_chain_names(NID[:12]))
+    assert sorted(line.split()[-1] for line in out
+                  if line.startswith("delete chain")) == sorted(ours)
+    assert sorted(line.split()[-1] for line in out
+                  if line.startswith(("delete set", "delete map"))) == sorted(R.SETS)
+    # chains are emptied before sets go (rules use them), sets before chains (verdicts)
+    first_set = min(i for i, line in enumerate(out) if line.startswith("delete "))
+    assert all(line.startswith("flush chain") for line in out[:first_set])
+    # with only the user chain left, a second teardown has nothing to do
+    assert R.render_teardown(R.ParsedTable(chains={"CNM-USER": ["mine"]})) == ""
+
+
+def test_sets_the_user_rules_use_are_emptied_not_deleted():
+    doc = {"nftables": [
+        {"chain": {"name": "CNM-USER"}},
+        {"rule": {"chain": "CNM-USER", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "iifname"}},
+                       "right": "@bridges"}},
+            {"drop": None}]}}]}
+    assert R.sets_used(doc) == {"bridges"}
+    out = lines(R.render_teardown(full_table(["mine"]), keep_sets=R.sets_used(doc)))
+    assert "flush set inet cnm bridges" in out
+    assert "delete set inet cnm bridges" not in out
+    assert "delete map inet cnm fwd-out" in out
 
 
 def test_removal_of_one_network_deletes_its_elements_then_its_chains():
-    out = lines(R.render_remove(rules([pm(8080)]), last=False))
+    out = lines(R.render_remove(rules([pm(8080)])))
     assert out[0] == 'delete element inet cnm bridges { "br-0123456789ab" }'
     assert "delete element inet cnm dnat4-any { tcp . 8080 }" in out
     assert out[-4:] == ["delete chain inet cnm %s0123456789ab" % p
@@ -111,6 +151,12 @@ def test_restore_flushes_sets_deletes_stale_network_chains_and_keeps_the_user_ch
     assert "delete chain inet cnm post-aaaaaaaaaaaa" in out
     assert not any(x in line for line in out for x in ("CNM-USER }", "someone-else",
                                                        "delete chain inet cnm prerouting"))
+    out = lines(R.render_restore([], actual))
+    assert "delete chain inet cnm post-aaaaaaaaaaaa" in out
+    assert not any("CNM-USER" in line or "someone-else" in line for line in out), \
+        "with no networks the user chain keeps its rules (and the table stays)"
+    assert "delete table inet cnm" not in out
+    actual.chains["CNM-USER"] = []
     assert R.render_restore([], actual) == "delete table inet cnm\n"
     assert R.render_restore([], None) == ""
 

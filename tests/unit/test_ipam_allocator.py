@@ -1,5 +1,6 @@
 """Handing out endpoint addresses: Docker's walk-forward order, static addresses, limits."""
 import ipaddress
+import tracemalloc
 
 import pytest
 
@@ -126,10 +127,37 @@ def test_fill_a_16_sequentially():
         alloc.allocate()
 
 
-def test_slash_8_allocation_needs_no_memory_per_address():
-    alloc = AddressAllocator(pool(subnet="10.0.0.0/8"), [], last="10.200.0.9")
-    assert alloc.allocate() == ip("10.200.0.10")
-    assert alloc.free_count() == 2 ** 24 - 3 - 1
+def peak_bytes(fn):
+    """(result of ``fn()``, the peak of Python memory it allocated, in bytes)."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        out = fn()
+        return out, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def thousand_addresses(subnet, last=None):
+    """An allocator of ``subnet`` (starting after ``last``) and the 1000 addresses it
+    handed out."""
+    alloc = AddressAllocator(pool(enable_ipv6=":" in subnet, subnet=subnet), [], last=last)
+    return alloc, [alloc.allocate() for dummy in range(1000)]
+
+
+@pytest.mark.parametrize("subnet,last", [("10.0.0.0/8", "10.200.0.9"),
+                                         ("2001:db8::/64", "2001:db8::9")])
+def test_huge_subnet_allocation_needs_no_memory_per_address(subnet, last):
+    """A /8 (16.7 million addresses) or a /64 costs what a /22 does for the same
+    thousand endpoints: memory follows the endpoints, not the subnet (a bitmap of a
+    /8 alone would take 2 MiB)."""
+    (alloc, got), peak = peak_bytes(lambda: thousand_addresses(subnet, last))
+    dummy, small = peak_bytes(lambda: thousand_addresses("10.1.0.0/22"))
+    assert got[0] == ip(last) + 1 and len(set(got)) == 1000
+    assert peak < 512 * 1024, "%d bytes for 1000 addresses" % peak
+    assert peak < 2 * small, (peak, small)
+    if alloc.pool.subnet.version == 4:
+        assert alloc.free_count() == 2 ** 24 - 3 - 1000
 
 
 def test_ipv6_64_allocation_skips_anycast_and_gateway():

@@ -29,7 +29,9 @@ class FirewallBackend:
         (one nft transaction / one iptables-restore per family) whose cost follows the
         difference: a port added is a few element or rule adds. When the kernel does not
         hold ``old`` exactly (drift), it reads the kernel and reconciles instead. When no
-        network of ours remains, every table/chain of ours is removed. Conntrack entries
+        network of ours remains, every table/chain of ours is removed except the user
+        chain CNM-USER when it holds rules: the user's rules survive every operation
+        (kept unhooked, evaluated again from the next network on). Conntrack entries
         of removed mappings are flushed. Raises KernelError with the tool's message,
         ValidationError for unsafe input, DependencyError when the tool is missing.
 
@@ -47,9 +49,8 @@ class FirewallBackend:
         called, and None is returned in its place); a network whose id changed is
         removed first (``old`` becomes None). Otherwise everything is returned as given.
         """
-        if complete is not None and (old is None or new is None
-                                     or old.network_id != new.network_id
-                                     or old.without_ports() != new.without_ports()):
+        whole = old is None or new is None or old.network_id != new.network_id
+        if complete is not None and (whole or old.without_ports() != new.without_ports()):
             old, new = complete()
             complete = None
         if old is not None and new is not None and old.network_id != new.network_id:
@@ -66,7 +67,8 @@ class FirewallBackend:
     def restore(self, networks):
         """Re-create everything of ours from scratch for ``networks`` (all networks of
         the host: after ``nft flush ruleset``, a firewalld reload, or drift). Chains of
-        networks not listed are removed; CNM-USER keeps its rules. Raises KernelError."""
+        networks not listed are removed; CNM-USER keeps its rules (with no networks, as
+        in ``apply``). Raises KernelError."""
         raise NotImplementedError
 
     def restore_network(self, rules):

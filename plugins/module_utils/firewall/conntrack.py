@@ -145,17 +145,16 @@ def _filter_attrs(mapping):
         orig = _nla(CTA_TUPLE_IP, _nla(CTA_IP_V4_DST, socket.inet_aton(mapping.host_ip)),
                     True) + orig
         orig_flags |= CTA_FILTER_F_CTA_IP_DST
-    reply = (_nla(CTA_TUPLE_IP, _nla(CTA_IP_V4_SRC, socket.inet_aton(mapping.container_ip)),
-                  True)
-             + _nla(CTA_TUPLE_PROTO, proto + _nla(CTA_PROTO_SRC_PORT,
-                                                  struct.pack("!H", mapping.container_port)),
-                    True))
-    reply_flags = (CTA_FILTER_F_CTA_IP_SRC | CTA_FILTER_F_CTA_PROTO_NUM
-                   | CTA_FILTER_F_CTA_PROTO_SRC_PORT)
-    flags = (_nla(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", orig_flags))
-             + _nla(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", reply_flags)))
-    return (_nla(CTA_TUPLE_ORIG, orig, True) + _nla(CTA_TUPLE_REPLY, reply, True)
-            + _nla(CTA_FILTER, flags, True))
+    reply_ip = _nla(CTA_TUPLE_IP, _nla(CTA_IP_V4_SRC, socket.inet_aton(mapping.container_ip)),
+                    True)
+    reply_port = _nla(CTA_PROTO_SRC_PORT, struct.pack("!H", mapping.container_port))
+    reply = reply_ip + _nla(CTA_TUPLE_PROTO, proto + reply_port, True)
+    reply_flags = CTA_FILTER_F_CTA_IP_SRC | CTA_FILTER_F_CTA_PROTO_NUM | \
+        CTA_FILTER_F_CTA_PROTO_SRC_PORT
+    flags = _nla(CTA_FILTER_ORIG_FLAGS, struct.pack("=I", orig_flags)) + \
+        _nla(CTA_FILTER_REPLY_FLAGS, struct.pack("=I", reply_flags))
+    tuples = _nla(CTA_TUPLE_ORIG, orig, True) + _nla(CTA_TUPLE_REPLY, reply, True)
+    return tuples + _nla(CTA_FILTER, flags, True)
 
 
 class _Ctnetlink:
@@ -268,8 +267,8 @@ def _flush_in_kernel(ct, mappings):
     ``mappings``) when there are too many for it to pay, or once the kernel has refused
     a filtered flush (< 6.12: EINVAL, nothing deleted) in this process.
     """
-    eligible = [m for m in mappings if m.family in _KERNEL_FILTER_FAMILIES
-                and m.protocol in _KERNEL_FILTER_PROTOCOLS]
+    eligible = [m for m in mappings if m.family in _KERNEL_FILTER_FAMILIES and (
+        m.protocol in _KERNEL_FILTER_PROTOCOLS)]
     if not eligible or len(eligible) > _KERNEL_FILTER_MAX or not _KERNEL_FILTER["supported"]:
         return list(mappings)
     for m in eligible:

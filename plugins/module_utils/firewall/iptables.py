@@ -87,8 +87,8 @@ class IptablesBackend(FirewallBackend):
             return
         old, new, complete = self._whole_or_delta(old, new, complete)
         mappings = removed_mappings(old, new)
-        ports_only = (old is not None and new is not None
-                      and old.without_ports() == new.without_ports())
+        ports_only = old is not None and new is not None and (
+            old.without_ports() == new.without_ports())
         families = self._families(old, new)
         if ports_only:
             try:

@@ -8,7 +8,7 @@ was opened in); otherwise ``nft -f -`` runs as a subprocess (same syntax, ~10 ms
 import json
 import os
 
-from ..constants import NFT_TABLE
+from ..constants import CHAIN_USER, NFT_TABLE
 from ..errors import DependencyError, KernelError
 from . import render_nftables as R
 from .base import (FirewallBackend, find_tool, kernel_drift, legacy_rules_warning,
@@ -154,14 +154,26 @@ class NftablesBackend(FirewallBackend):
                 return  # nothing of ours exists
             bridges = {k[0] for k in actual.elements.get("bridges", {})}
         if not bridges - {old.bridge}:
-            self.nft.run(R.render_remove(old, last=True))
+            self._teardown()
             return
         try:
-            self.nft.run(R.render_remove(old, last=False))
+            self.nft.run(R.render_remove(old))
         except KernelError:
             actual = self.nft.table()
             if actual is not None:
                 self.nft.run(R.render_remove_reconcile(old, actual))
+
+    def _teardown(self):
+        """No network of ours remains: remove our table, or, when the user's chain
+        holds rules, everything in it but that chain and the sets its rules use, kept
+        empty (``render_teardown``). The usual case (CNM-USER empty) reads one chain,
+        not the table."""
+        user = self.nft.list_json("chain %s %s" % (R.TABLE, CHAIN_USER))
+        if user is not None and not R.parse_table(user).chains.get(CHAIN_USER):
+            self.nft.run("delete table %s\n" % R.TABLE)
+            return
+        used = R.sets_used(user) if user is not None else ()
+        self.nft.run(R.render_teardown(self.nft.table(), keep_sets=used))
 
     def check(self, rules):
         """See FirewallBackend.check."""
@@ -174,6 +186,9 @@ class NftablesBackend(FirewallBackend):
     def restore(self, networks):
         """See FirewallBackend.restore: one transaction rebuilding the whole table."""
         networks = list(networks)
+        if not networks:
+            self._teardown()
+            return
         self.nft.run(R.render_restore(networks, self.nft.table()))
         for rules in networks:
             prepare_kernel(rules)

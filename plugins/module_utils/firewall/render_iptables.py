@@ -3,7 +3,8 @@
 Layout (same names in iptables and ip6tables; the tables ``filter``, ``nat``, ``raw``):
 
 * ``filter``: ``FORWARD -j CNM-FORWARD`` (inserted first). CNM-FORWARD jumps to
-  ``CNM-USER`` (created once, never flushed), then to ``CNM-PUB`` for DNATed traffic,
+  ``CNM-USER`` (created once, never flushed; when the last network goes it stays with
+  the user's rules, removed only when empty), then to ``CNM-PUB`` for DNATed traffic,
   which sends it to the target bridge's ``CNM-PUB-<id12>`` (one ACCEPT per published
   container port); then per network ``-i <bridge> -j CNM-FO-<id12>`` (traffic leaving
   the bridge: established, ICC, internal, isolation through ``CNM-ISOLATION``, egress)
@@ -276,7 +277,7 @@ def plan_apply(saved, old, new, family):
     declared again: that would flush it), rewrites the network's own chains when they
     differ, deletes only lines that are present and appends only lines that are
     missing. When ``new`` is None and no other network remains, removes every chain and
-    jump of ours in this family.
+    jump of ours in this family but CNM-USER with the user's rules (``_plan_teardown``).
     """
     plan = Plan()
     o = network_objects(old, family) if old is not None else IptNetwork()
@@ -346,13 +347,17 @@ def _ensure_base(plan, saved, family):
 
 
 def _plan_teardown(saved, family, plan):
-    """Remove every jump and chain of ours in this family (user chain included)."""
+    """Remove every jump and chain of ours in this family, but the user's rules: a
+    CNM-USER holding rules stays as it is (Docker never deletes DOCKER-USER), with no
+    jump to it until the next network's CNM-FORWARD jumps to it again; an empty one
+    goes with the rest."""
     for table, builtin, spec in builtin_jumps(family):
         for line in saved.chain(table, builtin) or []:
             if line == spec:
                 plan.op(table, "-D %s %s" % (builtin, spec))
     for table in TABLES:
-        ours = [c for c in saved.tables.get(table, {}) if is_ours(c)]
+        ours = [c for c in saved.tables.get(table, {}) if is_ours(c) and not (
+            c == CHAIN_USER and saved.chain(table, c))]
         for chain in ours:
             plan.op(table, "-F %s" % chain)
         for chain in ours:
@@ -364,7 +369,8 @@ def plan_restore(saved, networks, family):
     """Restore script re-creating everything of ours in this family for ``networks``
     (NetworkRules list), from whatever ``saved`` holds: our chains are flushed and
     refilled (CNM-USER excepted), chains of networks not listed are deleted, missing
-    jumps are inserted. With no networks, everything of ours is removed."""
+    jumps are inserted. With no networks, everything of ours is removed but CNM-USER
+    with the user's rules."""
     plan = Plan()
     if not networks:
         return _plan_teardown(saved, family, plan).script()

@@ -5,7 +5,8 @@ Layout, all in table ``inet cnm`` (one table for IPv4 and IPv6):
 * base chains hooked into the kernel: ``forward`` (filter), ``prerouting`` and ``output``
   (DNAT), ``postrouting`` (masquerade), ``raw-prerouting`` (drops before conntrack);
   the user chain ``CNM-USER``, jumped to first from ``forward``, created once and never
-  flushed;
+  flushed; when the last network goes, it stays with the user's rules in it (the rest
+  of the table goes: ``render_teardown``);
 * four small chains per network, ``fwd-out-<id12>``, ``fwd-in-<id12>``, ``post-<id12>``,
   ``raw-<id12>``, reached through verdict maps keyed by bridge name (``fwd-out``,
   ``fwd-in``) or by subnet (``post4/6``, ``raw4/6``);
@@ -241,8 +242,8 @@ def render_create(rules):
     """
     net = network_objects(rules)
     chains, sets, base_rules = base_commands()
-    return _script(chains + _chain_decls(net.chains) + sets + base_rules
-                   + _network_chain_commands(net) + _all_elements(net))
+    head = chains + _chain_decls(net.chains) + sets + base_rules
+    return _script(head + _network_chain_commands(net) + _all_elements(net))
 
 
 def element_diff(old_net, new_net, actual=None):
@@ -322,15 +323,14 @@ def render_reconcile(old, new, actual):
     chains, sets, base_rules = base_commands()
     deletes, adds = element_diff(old_net, new_net,
                                  actual=(actual or ParsedTable()).elements)
-    return _script(chains + _chain_decls(new_net.chains) + sets + deletes + base_rules
-                   + _network_chain_commands(new_net) + adds)
+    head = chains + _chain_decls(new_net.chains) + sets + deletes + base_rules
+    return _script(head + _network_chain_commands(new_net) + adds)
 
 
-def render_remove(old, last):
-    """Script removing network ``old``. ``last``: no other network of ours remains, so
-    the whole table goes (CNM-USER included: nothing of ours is left behind)."""
-    if last:
-        return _script(["delete table %s" % TABLE])
+def render_remove(old):
+    """Script removing network ``old`` (its chains and elements) while other networks
+    of ours remain. When it is the last one, ``render_teardown`` says what goes: that
+    depends on the user's rules in CNM-USER, which only the kernel knows."""
     net = network_objects(old)
     cmds = [_delete_element(s, k) for s, elems in net.elements.items() for k in elems]
     cmds += ["flush chain %s %s" % (TABLE, c) for c in net.chains]
@@ -338,8 +338,51 @@ def render_remove(old, last):
     return _script(cmds)
 
 
+def render_teardown(actual, keep_sets=()):
+    """Script removing everything of ours once no network of ours remains, from what
+    the kernel holds (``actual``: parse_table output, or None when there is no table).
+
+    The user's rules survive, as Docker never deletes DOCKER-USER: when CNM-USER holds
+    rules, the table stays with CNM-USER (and whatever else the user added to it)
+    and every chain and set of ours goes; no hooked chain jumps to CNM-USER then, so
+    its rules wait, unevaluated, for the next network, whose skeleton jumps to them
+    again. An empty CNM-USER goes with the whole table: nothing of ours is left. ""
+    when there is nothing to remove. ``keep_sets``: names of our sets the user's rules
+    use (``sets_used``), emptied instead of deleted (the kernel refuses to delete a set
+    a rule refers to).
+    """
+    if actual is None:
+        return ""
+    if not actual.chains.get(CHAIN_USER):
+        return _script(["delete table %s" % TABLE])
+    hooked = [name for name, spec in BASE_CHAINS if spec and name in actual.chains]
+    nets = [c for c in actual.chains if _NET_CHAIN.match(c)]
+    cmds = ["flush chain %s %s" % (TABLE, c) for c in hooked + nets]
+    cmds += ["%s %s %s %s" % ("flush" if name in keep_sets else "delete", SETS[name][0],
+                              TABLE, name)
+             for name in SETS if name in actual.elements]
+    cmds += ["delete chain %s %s" % (TABLE, c) for c in hooked + nets]
+    return _script(cmds)
+
+
+def sets_used(doc):
+    """Names of the sets and maps the rules of ``doc`` (``nft -j`` output) refer to
+    (``@name`` anywhere in their expressions)."""
+    found = set()
+    todo = [item["rule"].get("expr") for item in doc.get("nftables", []) if "rule" in item]
+    while todo:
+        value = todo.pop()
+        if isinstance(value, dict):
+            todo.extend(value.values())
+        elif isinstance(value, list):
+            todo.extend(value)
+        elif isinstance(value, str) and value.startswith("@"):
+            found.add(value[1:])
+    return found
+
+
 def render_remove_reconcile(old, actual):
-    """Like ``render_remove(old, last=False)`` but only for what ``actual`` holds."""
+    """Like ``render_remove(old)`` but only for what ``actual`` holds."""
     net = network_objects(old)
     cmds = [_delete_element(s, k) for s, elems in net.elements.items() for k in elems
             if k in actual.elements.get(s, {})]
@@ -354,11 +397,11 @@ def render_restore(networks, actual=None):
     from whatever the kernel holds (``actual``: parse_table output or None).
 
     Sets are flushed and refilled, per-network chains of networks not listed are
-    deleted, CNM-USER keeps its rules. With no networks, the table is deleted (when
-    ``actual`` says it exists).
+    deleted, CNM-USER keeps its rules. With no networks, everything of ours goes but
+    the user's rules (``render_teardown``).
     """
     if not networks:
-        return _script(["delete table %s" % TABLE]) if actual is not None else ""
+        return render_teardown(actual)
     nets = [network_objects(r) for r in networks]
     wanted = [c for n in nets for c in n.chains]
     stale = []
