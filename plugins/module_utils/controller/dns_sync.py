@@ -10,9 +10,11 @@ an attach does not grow with the number of sandboxes on the host.
 """
 import json
 import os
+import sys
 
 from .. import constants as C
-from ..errors import CnmError, KernelError
+from ..errors import CnmError, DependencyError, KernelError
+from ..host_packages import install_hint, python_library_missing
 from ..model import Endpoint
 from .session import Session
 
@@ -20,6 +22,16 @@ DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the r
 INTENT_DNS = "dns"
 INTENT_ALL = "*"  # the intent key of a DNS step over every sandbox
 HOST_RESOLV_CONF = "/etc/resolv.conf"
+
+
+def require_dnspython():
+    """Called before an operation makes anything that will need the resolver, and before
+    the resolver is started: raises DependencyError naming the package for this host's OS
+    when this Python cannot import dnspython (checked with a finder lookup, not an
+    import: modules never import dnspython themselves)."""
+    if python_library_missing("dns"):
+        raise DependencyError("the embedded DNS resolver needs dnspython, which %s cannot "
+                              "import: %s" % (sys.executable, install_hint("dnspython")))
 
 
 def resolver_settings(store):
@@ -169,6 +181,7 @@ def sync(engine, sandboxes=(), full=False):
     settings = resolver_settings(engine.store)
     started = False
     if settings.get("state", "started") == "started" and _has_fragments(run_dir):
+        require_dnspython()
         started = service.ensure_resolver(engine.state_dir, engine.run_dir)
     if started:
         # a new daemon loaded every file before it reported ready
@@ -243,19 +256,35 @@ def _wait_listening(netns, timeout=1.0):
 
 
 def ensure_running(engine):
-    """Every module run: restart the resolver if it died while sandboxes need it
-    (its files are rewritten first: after a reboot run_dir is empty)."""
+    """Every module run: restart the resolver if it died, or if it runs but fails its
+    health check (a serving loop dead or stuck: one control request, well under 1 ms),
+    while sandboxes need it (its files are rewritten first: after a reboot run_dir is
+    empty)."""
     from ..dns import service
     settings = resolver_settings(engine.store)
     if settings.get("state", "started") != "started":
         return False
+    unhealthy = False
     if service.resolver_status(engine.run_dir).get("running"):
-        return False
+        if service.resolver_health(engine.run_dir) is not False:
+            return False
+        unhealthy = True
     if not needed(engine.store):
         return False
     service.write_resolver_config(engine.run_dir, global_config(engine.store))
     _write_all(engine)
-    return service.ensure_resolver(engine.state_dir, engine.run_dir)
+    require_dnspython()
+    return service.ensure_resolver(engine.state_dir, engine.run_dir, restart=unhealthy)
+
+
+def resolver_missing(engine):
+    """Read-only (check mode): True when sandboxes need the resolver, it should run and
+    it does not: drift the next real run repairs (``ensure_running``)."""
+    from ..dns import service
+    if resolver_settings(engine.store).get("state", "started") != "started":
+        return False
+    return not service.resolver_status(engine.run_dir).get("running") and needed(
+        engine.store)
 
 
 class DnsSync(Session):
@@ -287,6 +316,8 @@ class DnsSync(Session):
         run reports and retries the step."""
         try:
             self._sync_dns(sandboxes, full=full)
+        except DependencyError:
+            raise  # a missing library fails the task (its intent stays for the next run)
         except CnmError as exc:
             result.warnings.append("DNS: %s" % exc)
             return

@@ -38,7 +38,7 @@ from .files import atomic_write
 
 START_TIMEOUT = 10.0     # whole start, including the daemon's first config load
 STOP_TIMEOUT = 5.0
-HEALTH_TIMEOUT = 2.0     # a daemon that does not answer its health request is stuck
+HEALTH_TIMEOUT = 5.0     # a daemon that does not answer its health request is stuck
 
 # The daemon's modules besides __init__.py (a unit test keeps this in line with the
 # package directory and with the imports in _import_resolver).
@@ -323,37 +323,44 @@ def notify_resolver(run_dir, names=(), reload=False, timeout=DNS_CONTROL_TIMEOUT
     "errors"}``), or None when no daemon answers on the control socket (not running,
     or one without a control socket): the caller then falls back to SIGHUP.
     """
-    return _control_request(resolver_paths(run_dir)["control"],
-                            {"op": "reload" if reload else "update",
-                             "sandboxes": sorted(names)}, timeout)
+    try:
+        return _control_request(resolver_paths(run_dir)["control"],
+                                {"op": "reload" if reload else "update",
+                                 "sandboxes": sorted(names)}, timeout)
+    except (OSError, ValueError):
+        return None
 
 
 def resolver_health(run_dir, timeout=HEALTH_TIMEOUT):
     """Whether the running daemon serves: True when it reports its UDP, TCP and
     forwarding loops alive, False when it reports one dead or stuck or does not answer
-    its control socket within ``timeout``, None when it cannot tell (no control socket,
-    or a daemon of an older release that has no ``health`` request).
+    its control socket within ``timeout``, None when it cannot tell: no control socket,
+    or nobody listening on it (a daemon starting, or one that could not bind it), or a
+    daemon of an older release that has no ``health`` request.
 
     One request on the control socket, answered by the daemon without taking its lock:
     ~0.2 ms (median, busy 2-core test machine; the pidfile check before it ~0.05 ms).
     """
-    path = resolver_paths(run_dir)["control"]
-    if not os.path.exists(path):
+    try:
+        reply = _control_request(resolver_paths(run_dir)["control"], {"op": "health"},
+                                 timeout)
+    except (FileNotFoundError, ConnectionRefusedError):
         return None
-    reply = _control_request(path, {"op": "health"}, timeout, errors=False)
+    except (OSError, ValueError):
+        return False                    # no answer in time, or garbage
     if not isinstance(reply, dict):
-        return False                    # no answer, or not JSON
+        return False
     if "failed" not in reply:
         return None                     # an older daemon: unknown op
     return bool(reply.get("ok"))
 
 
-def _control_request(path, request, timeout, errors=None):
+def _control_request(path, request, timeout):
     """Send ``request`` (a dict) on the daemon's control socket ``path`` and return the
-    decoded reply; ``errors`` (None) when there is no socket, no answer or no JSON."""
+    decoded reply (None when the daemon closed without one). Raises OSError (no
+    socket: FileNotFoundError, nobody listening: ConnectionRefusedError, timeout) or
+    ValueError (not JSON)."""
     import socket
-    if not os.path.exists(path):
-        return errors
     request = json.dumps(request).encode()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     dir_fd = -1
@@ -366,9 +373,7 @@ def _control_request(path, request, timeout, errors=None):
         sock.connect(address)
         sock.send(request)
         reply = sock.recv(1 << 20)
-        return json.loads(reply) if reply else errors
-    except (OSError, ValueError):
-        return errors
+        return json.loads(reply) if reply else None
     finally:
         sock.close()
         if dir_fd >= 0:

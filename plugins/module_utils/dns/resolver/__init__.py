@@ -14,8 +14,9 @@ One concept per file:
   networks;
 - ``config.py``: the files the engine writes (config.json, one file per sandbox);
 - ``forwarder.py``: the upstreams (resolv.conf), forwarding, SERVFAIL;
-- ``listeners.py``: the UDP/TCP sockets inside each sandbox and the threads serving them;
-- ``control.py``: the engine's control socket (apply these sandboxes, then reply);
+- ``listeners.py``: the UDP/TCP sockets inside each sandbox, and the UDP serving loop;
+- ``tcp.py``: the TCP serving loop (connections, their caps and deadlines);
+- ``control.py``: the engine's control socket (apply these sandboxes, then reply; health);
 - ``logs.py``: the daemon's log;
 - ``daemon.py``: main loop, threads and signals; double fork, pidfile (``main``).
 

@@ -5,6 +5,8 @@ SOCK_SEQPACKET message each way: ``{"op": "update", "sandboxes": [names]}`` re-r
 only those sandboxes' files, ``{"op": "reload"}`` re-reads everything; the reply,
 ``{"ok", "listening", "errors"}``, comes once the sandboxes named listen (or failed to),
 so a workload started right after the engine's call gets answers from its first query.
+``{"op": "health"}`` asks whether the serving loops (UDP, TCP, forwarder) are alive:
+``{"ok", "failed": [loops], "age_ms": {loop: ms since its last poll}}``, at once.
 """
 import json
 import os
@@ -77,14 +79,14 @@ class ControlSocket:
         """The reply to one request (bytes): ``{"op": "update", "sandboxes": [names]}``
         re-reads those sandboxes' files; ``{"op": "reload", ...}`` re-reads everything.
         Replies once the sandboxes named listen (or failed): ``{"ok", "listening",
-        "errors"}``."""
+        "errors"}``. ``{"op": "health"}``: see the module's docstring."""
         try:
             msg = json.loads(request)
             names = [str(n) for n in msg.get("sandboxes") or []]
             op = msg.get("op")
         except (ValueError, AttributeError, TypeError):
             return {"ok": False, "error": "bad request"}
-        if op not in ("reload", "update"):
+        if op not in ("reload", "update", "health"):
             return {"ok": False, "error": "unknown op %r" % (op,)}
         return self.apply(op, names)
 

@@ -6,7 +6,10 @@ Run as ``main(["--config", <run_dir>/dns/config.json, "--pidfile", ..., "--log",
 sandboxes directory, mtime+inode+size) every 200 ms, the host's resolv.conf and the
 sandboxes' namespace inodes, and reloads without closing the sockets of sandboxes that
 stay; the control thread applies the engine's updates at once. Other threads: UDP
-serving, TCP accepting (plus one per TCP connection), forwarding.
+serving, TCP serving (plus up to tcp.FORWARD_WORKERS forwarding TCP queries), forwarding.
+Each serving loop stamps a heartbeat at every poll; the control socket's ``health``
+request reports the loops whose thread ended or whose heartbeat is older than
+HEALTH_MAX_AGE (the engine restarts such a daemon).
 Signals: SIGTERM/SIGINT stop (pidfile removed), SIGHUP reloads at once.
 """
 import argparse
@@ -23,10 +26,12 @@ from .control import CONTROL_SOCKET, ControlSocket
 from .forwarder import Forwarder
 from .listeners import Listeners
 from .logs import log, setup_logging
+from .tcp import TcpServer
 from .wire import import_dnspython
 
 POLL_INTERVAL = 0.2          # config / resolv.conf stat interval (changes live within 1 s)
 NETNS_CHECK_INTERVAL = 1.0   # namespace inode check and retry of missing namespaces
+HEALTH_MAX_AGE = 5.0         # a serving loop that did not poll for this long is stuck
 
 
 class Server:
@@ -41,6 +46,7 @@ class Server:
         self.catalog = Catalog()
         self.forwarder = Forwarder(self.stop)
         self.listeners = Listeners(self.forwarder, self.stop)
+        self.tcp = TcpServer(self.listeners, self.forwarder, self.stop)
         self.control = ControlSocket(
             os.path.join(os.path.dirname(os.path.abspath(config_path)), CONTROL_SOCKET),
             self.apply_request, self.stop)
@@ -51,7 +57,7 @@ class Server:
 
     def start_threads(self):
         loops = [("udp", self.listeners.udp_loop), ("forwarder", self.forwarder.run),
-                 ("tcp-accept", self.listeners.tcp_loop)]
+                 ("tcp", self.tcp.run)]
         if self.control.listen():
             loops.append(("control", self.control.serve))
         for name, target in loops:
@@ -101,9 +107,25 @@ class Server:
             self.listeners.apply(self.catalog, only_check=True)
         self.listeners.reap(now)
 
+    def health(self):
+        """The ``health`` reply: the serving loops whose thread ended or whose heartbeat
+        is older than HEALTH_MAX_AGE, and every loop's heartbeat age. Takes no lock."""
+        now = time.monotonic()
+        beats = {"udp": self.listeners.beat, "tcp": self.tcp.beat,
+                 "forwarder": self.forwarder.beat}
+        alive = {th.name for th in self.threads if th.is_alive()}
+        failed = sorted(n for n, beat in beats.items()
+                        if n not in alive or now - beat > HEALTH_MAX_AGE)
+        if failed:
+            log.error("health check: %s not serving", ", ".join(failed))
+        return {"ok": not failed, "failed": failed,
+                "age_ms": {n: round((now - b) * 1000, 1) for n, b in beats.items()}}
+
     def apply_request(self, op, names):
-        """A control request (control thread): ``reload`` everything, or ``update`` the
-        sandboxes ``names`` from their files. Returns the reply."""
+        """A control request (control thread): ``health``; ``reload`` everything, or
+        ``update`` the sandboxes ``names`` from their files. Returns the reply."""
+        if op == "health":
+            return self.health()
         with self.lock:
             if op == "reload":
                 self.cfg_stamp = None
@@ -286,7 +308,9 @@ def main(argv=None):
     finally:
         server.shutdown()
         pidfile.remove()
-        stats = server.listeners.stats
-        log.info("stopped (answered udp=%d tcp=%d, forwarded=%d)", stats["udp"],
-                 stats["tcp"], stats["forwarded"])
+        stats, tcp = server.listeners.stats, server.tcp.stats
+        log.info("stopped (answered udp=%d tcp=%d, forwarded=%d; TCP connections: %d "
+                 "accepted, %d at most, %d timed out, %d closed over the caps)",
+                 stats["udp"], stats["tcp"], stats["forwarded"], tcp["accepted"],
+                 tcp["peak"], tcp["timed_out"], tcp["evicted"])
     return 0

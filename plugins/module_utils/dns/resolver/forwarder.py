@@ -89,7 +89,8 @@ class Forwarder:
     UDP: ``submit`` (any thread) queues a query; the forwarder thread sends it on a new
     non-blocking socket per attempt (random source port and ID), tries the upstreams in
     order of health with ``timeout`` each, within FORWARD_BUDGET overall, and answers
-    the client directly. TCP: ``forward_tcp`` runs in the caller's thread.
+    the client directly. TCP: ``forward_tcp`` runs in the caller's thread (a worker of
+    the TCP server).
     """
 
     def __init__(self, stop=None):
@@ -109,6 +110,7 @@ class Forwarder:
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
         self.ep.register(self.wake_r, select.EPOLLIN)
+        self.beat = time.monotonic()     # the forwarder loop's last poll (health check)
 
     # -- which upstreams (main thread)
     def configure(self, cfg, cfg_changed):
@@ -188,6 +190,7 @@ class Forwarder:
                 events = ep.poll(timeout)
             except InterruptedError:
                 continue
+            self.beat = time.monotonic()
             for fd, _ev in events:
                 if fd == self.wake_r:
                     try:

@@ -2,12 +2,11 @@
 
 For every sandbox a short-lived helper thread setns()es into the sandbox's network
 namespace, creates the sockets and leaves; the sockets stay in the sandbox (nothing
-listens on the host). One thread serves UDP for all sandboxes (epoll), one accepts
-TCP, and each TCP connection gets its own thread. Queries are answered from the
+listens on the host). One thread serves UDP for all sandboxes (epoll, here), one serves
+TCP, listeners and connections alike (epoll, ``tcp.py``). Queries are answered from the
 sandbox's view of the catalog (wire.respond) or handed to the forwarder.
 """
 import ctypes
-import errno
 import logging
 import os
 import select
@@ -16,11 +15,10 @@ import threading
 import time
 
 from .logs import log, log_once
-from .wire import FORWARD, recv_message, respond, tcp_frame
+from .wire import FORWARD, respond
 
 LISTEN_ADDRESS = "127.0.0.11"
 LISTEN_PORT = 53
-TCP_IDLE_TIMEOUT = 10.0
 SOCKET_CLOSE_GRACE = 0.5     # closed sockets linger so a reused fd number is never misread
 
 CLONE_NEWNET = 0x40000000
@@ -85,7 +83,10 @@ def open_sockets(items):
                     os.close(fd)
 
     th = threading.Thread(target=work, name="netns-open", daemon=True)
-    th.start()
+    try:
+        th.start()
+    except RuntimeError as e:            # can't start new thread: retried later
+        return {name: "cannot start a thread: %s" % e for name, _path in items}
     th.join(30)
     return results
 
@@ -99,7 +100,8 @@ def _ns_ident(path):
 
 
 class Listeners:
-    """The sandboxes' sockets and the threads serving them.
+    """The sandboxes' sockets, and the UDP loop serving them (TCP: ``tcp.TcpServer``,
+    on ``tcp_ep``).
 
     ``apply`` (main or control thread, under the daemon's lock) opens, keeps, reopens
     and closes sockets to match the catalog; the serving threads read ``udp_fdmap``,
@@ -117,6 +119,7 @@ class Listeners:
         self.tcp_ep = select.epoll()
         self.graveyard = []              # (close after, socket)
         self.stats = {"udp": 0, "tcp": 0, "forwarded": 0}
+        self.beat = time.monotonic()     # the UDP loop's last poll (health check)
 
     def apply(self, catalog, only_check=False, names=None):
         """Bring the sockets in line with ``catalog``: open, keep, reopen, close.
@@ -228,13 +231,19 @@ class Listeners:
 
     def _ready(self, ep, fdmap):
         """The entries (of the map ``fdmap()`` returns, current at each poll) of the
-        sockets ``ep`` reports readable, until the daemon stops."""
+        sockets ``ep`` reports readable, until the daemon stops. Stamps ``beat``."""
         poll = ep.poll
         while not self.stop.is_set():
             try:
                 events = poll(0.5)
             except InterruptedError:
                 continue
+            except Exception as e:       # (a closed epoll: no heartbeat, unhealthy)
+                log_once("udp-poll", logging.ERROR, "UDP loop: poll failed: %s", e,
+                         every=10.0)
+                time.sleep(0.5)
+                continue
+            self.beat = time.monotonic()
             current = fdmap()
             for fd, _ev in events:
                 ent = current.get(fd)
@@ -273,43 +282,3 @@ class Listeners:
                              every=10.0)
                     log.debug("details", exc_info=True)
             stats["udp"] += count
-
-    # -- TCP (acceptor thread + one thread per connection)
-    def tcp_loop(self):
-        for lsock, name in self._ready(self.tcp_ep, lambda: self.tcp_fdmap):
-            while True:
-                try:
-                    conn, _addr = lsock.accept()
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError as e:
-                    if e.errno in (errno.EMFILE, errno.ENFILE):
-                        log_once("tcp-emfile", logging.ERROR, "accept: %s", e)
-                        time.sleep(0.05)
-                    break
-                th = threading.Thread(target=self.tcp_conn, args=(conn, name),
-                                      name="tcp-conn", daemon=True)
-                th.start()
-
-    def tcp_conn(self, conn, name):
-        try:
-            conn.settimeout(TCP_IDLE_TIMEOUT)
-            while not self.stop.is_set():
-                msg = recv_message(conn)
-                if msg is None:
-                    break
-                view = self.views.get(name)
-                if view is None:
-                    break
-                self.stats["tcp"] += 1
-                r = respond(msg, view, True)
-                if r is FORWARD:
-                    r = self.forwarder.forward_tcp(msg, view)
-                if r:
-                    conn.sendall(tcp_frame(r))
-        except OSError:
-            pass
-        except Exception:
-            log.exception("error in TCP connection of sandbox %s", name)
-        finally:
-            conn.close()

@@ -64,6 +64,7 @@ _FLAGS_OK = _FLAGS[RCODE_NOERROR]
 _FLAGS_TC = _flag_table(RCODE_NOERROR, tc=True)
 _CNT_EMPTY = _QD1
 _CNT_EMPTY_EDNS = _QD1_AR1
+_NAME_END_MAX = 12 + 254     # offset of the root label of a 255-octet question name
 
 
 class _Forward:
@@ -140,12 +141,14 @@ def respond(d, view, tcp):
     try:
         ln = d[12]
         while ln:
-            if ln > 63:
-                return _respond_odd(d, view, tcp)
+            if ln > 63:                 # compression pointer or reserved label type
+                return formerr(d)
             i += ln + 1
             ln = d[i]
     except IndexError:
         return _respond_odd(d, view, tcp)
+    if i > _NAME_END_MAX:
+        return formerr(d)               # name over 255 octets: never forwarded
     qe = i + 5
     if qe > n:
         return _respond_odd(d, view, tcp)
@@ -199,7 +202,8 @@ def _empty_reply(d, qe, fi, rcode, edns):
 
 
 def question_end(d):
-    """Offset after the first question of ``d``, or -1 when it is not parseable."""
+    """Offset after the first question of ``d``, or -1 when it is not parseable or its
+    name is malformed (compressed, a reserved label type, over 255 octets)."""
     if len(d) < 12 or d[4:6] == b"\x00\x00":
         return -1
     i = 12
@@ -212,7 +216,17 @@ def question_end(d):
             ln = d[i]
     except IndexError:
         return -1
+    if i > _NAME_END_MAX:
+        return -1
     return i + 5 if i + 5 <= len(d) else -1
+
+
+def formerr(d):
+    """FORMERR for query ``d`` (ID, opcode and RD copied; no sections), or None for a
+    message too short to answer or a response."""
+    if len(d) < 12 or d[2] & 0x80:
+        return None
+    return d[:2] + bytes((0x80 | (d[2] & 0x79), 0x80 | RCODE_FORMERR)) + b"\x00" * 8
 
 
 def error_reply(d, rcode):
@@ -234,7 +248,7 @@ def _respond_odd(d, view, tcp):
     try:
         q = dns.message.from_wire(d, ignore_trailing=True)
     except Exception:
-        return d[:2] + bytes((0x80 | (d[2] & 0x79), 0x80 | RCODE_FORMERR)) + b"\x00" * 8
+        return formerr(d)
     try:
         if q.opcode() != dns.opcode.QUERY:
             r = dns.message.make_response(q)
@@ -245,7 +259,9 @@ def _respond_odd(d, view, tcp):
             r.use_edns(0, payload=EDNS_PAYLOAD)
             r.set_rcode(dns.rcode.BADVERS)
             return r.to_wire()
-        if len(q.question) != 1:
+        if len(q.question) != 1 or question_end(d) < 0:
+            # several questions, or one whose name is compressed (a query's first name
+            # can only point into its header): nothing worth forwarding
             r = dns.message.make_response(q)
             r.set_rcode(dns.rcode.FORMERR)
             return r.to_wire()
