@@ -51,6 +51,7 @@ class Network(_Doc):
     created: str = ""
     scope: str = "local"
     enable_ipv6: bool = False
+    enable_ipv4: bool = True                         # False: IPv6-only (Docker 28)
     internal: bool = False
     attachable: bool = True
     labels: dict = field(default_factory=dict)

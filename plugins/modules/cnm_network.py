@@ -70,6 +70,15 @@ options:
   enable_ipv6:
     description: Give the network an IPv6 pool (a /64 is chosen when none is given).
     type: bool
+  enable_ipv4:
+    description:
+      - Give the network an IPv4 pool (the default). V(false) makes an IPv6-only network, as
+        Docker 28's C(--ipv4=false); it needs O(enable_ipv6=true).
+      - Sandboxes whose endpoint is on a network without IPv6 get C(disable_ipv6=1) on that
+        interface, as Docker does.
+      - Changing it needs the network rebuilt (O(force=true)).
+    type: bool
+    version_added: 0.2.0
   internal:
     description: No egress, no masquerade and no published ports for this network.
     type: bool
@@ -213,6 +222,7 @@ def main():
                 options=dict(type="dict"),
             )),
             enable_ipv6=dict(type="bool"),
+            enable_ipv4=dict(type="bool"),
             internal=dict(type="bool"),
             labels=dict(type="dict"),
             driver_options=dict(type="dict"),

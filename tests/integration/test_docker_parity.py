@@ -6,6 +6,7 @@ import subprocess
 import pytest
 
 from engine_helpers import HostEngine
+from harness import eventually
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 
@@ -70,6 +71,141 @@ def test_a_pool_entry_that_repeats_only_its_subnet_is_not_a_change(host):
     assert cfg["AuxiliaryAddresses"] == {"router": "10.81.0.253"}
     # a key that is given still counts
     with pytest.raises(CnmError) as err:
-        eng.network(name="app", ipam={"config": [{"subnet": "10.81.0.0/24",
-                                                   "ip_range": "10.81.0.0/25"}]})
+        pool = {"subnet": "10.81.0.0/24", "ip_range": "10.81.0.0/25"}
+        eng.network(name="app", ipam={"config": [pool]})
     assert err.value.field == "ipam.config[subnet=10.81.0.0/24].ip_range"
+
+
+HIDE_DNSPYTHON = '''
+import sys
+
+
+class _NoDnspython:
+    """This Python cannot import dnspython (as on a host without python3-dnspython)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "dns" or name.startswith("dns."):
+            raise ModuleNotFoundError("No module named %r" % name, name=name)
+        return None
+
+
+sys.meta_path.insert(0, _NoDnspython())
+'''
+
+RUN_WITHOUT_DNSPYTHON = r"""
+import json, sys
+sys.path.insert(0, %(tests)r)
+import conftest  # noqa: F401 (collection path)
+from harness import in_netns
+from ansible_collections.cnm.core.plugins.module_utils.controller import Engine
+from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
+e = Engine(state_dir=%(state)r, run_dir=%(run)r, netns_dir=%(netns)r,
+           firewall_backend="none")
+try:
+    with in_netns(%(path)r):
+        getattr(e, %(verb)r)(json.loads(%(params)r))
+except CnmError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def run_without_dnspython(host, tmp_path, verb, params):
+    """Run one engine operation in a Python (and a resolver) that cannot import
+    dnspython: a sitecustomize on PYTHONPATH hides it from this process and from the
+    resolver it would start. Returns (exit code, what it printed)."""
+    import json
+    import os
+    import sys
+    (tmp_path / "sitecustomize.py").write_text(HIDE_DNSPYTHON)
+    tests = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = RUN_WITHOUT_DNSPYTHON % {
+        "tests": tests, "state": host.state_dir, "run": host.run_dir,
+        "netns": host.netns_dir, "path": host.path, "verb": verb,
+        "params": json.dumps(params)}
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                          text=True, timeout=60, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def _kill_resolver(host):
+    import os
+    import signal
+    from ansible_collections.cnm.core.plugins.module_utils.dns import service
+    pid = service.resolver_status(host.run_dir)["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: not service.resolver_status(host.run_dir)["running"])
+
+
+def _dig(host, sandbox, name):
+    out = host.sandbox_run(sandbox, ["dig", "+short", "+time=1", "+tries=2",
+                                     "@127.0.0.11", name], check=False)
+    return out.stdout.split() if out.returncode == 0 else None
+
+
+def test_a_host_without_dnspython_fails_the_task_naming_the_package_then_converges(
+        host, tmp_path):
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.82.0.0/24"}]})
+    eng.endpoint(network="app", sandbox="web", ipv4_address="10.82.0.10")
+    _kill_resolver(host)  # a reboot, or a kill: the next run must start it again
+    # an attach fails before anything is made, naming the Debian package
+    rc, out = run_without_dnspython(host, tmp_path, "endpoint",
+                                    {"network": "app", "sandbox": "db"})
+    assert rc == 2 and "python3-dnspython" in out, out
+    assert "db" not in host.sandboxes()
+    # a DNS change fails too (the resolver cannot start), and is recorded as owed
+    rc, out = run_without_dnspython(host, tmp_path, "dns",
+                                    {"sandbox": "web", "hostname": "web2"})
+    assert rc == 2 and "python3-dnspython" in out, out
+    check = HostEngine(host, check_mode=True).endpoint(network="app", sandbox="web")
+    assert check.changed and any("resolver" in a or "DNS" in a for a in check.actions)
+    # dnspython is back: the next run of any task repairs, and every sandbox resolves
+    res = eng.endpoint(network="app", sandbox="web")
+    assert res.changed and any(a.startswith("repair: DNS") for a in res.actions)
+    eng.endpoint(network="app", sandbox="db")
+    assert eventually(lambda: _dig(host, "db", "web2") == ["10.82.0.10"])
+    assert not eng.endpoint(network="app", sandbox="web").changed
+
+
+def _inet(host, sandbox, family):
+    return [a["local"] for link in host.ip_json("addr show dev eth0", sandbox=sandbox)
+            for a in link["addr_info"] if a["family"] == family]
+
+
+def test_an_ipv6_only_network_gives_no_ipv4_and_its_sandboxes_ping_by_ipv6(host):
+    eng = HostEngine(host)
+    res = eng.network(name="v6", enable_ipv4=False, enable_ipv6=True,
+                      ipam={"config": [{"subnet": "fd00:98::/64"}]})
+    assert res.data["network"]["EnableIPv4"] is False
+    assert [c["Subnet"] for c in res.data["network"]["IPAM"]["Config"]] == ["fd00:98::/64"]
+    a = eng.endpoint(network="v6", sandbox="a").data["endpoint"]
+    b = eng.endpoint(network="v6", sandbox="b").data["endpoint"]
+    assert a["IPAddress"] == "" and b["GlobalIPv6Address"]
+    assert _inet(host, "a", "inet") == []
+    assert b["GlobalIPv6Address"] in _inet(host, "b", "inet6")
+    assert host.ping(b["GlobalIPv6Address"], sandbox="a")
+    with pytest.raises(CnmError) as err:
+        eng.endpoint(network="v6", sandbox="c", ipv4_address="10.1.1.1")
+    assert err.value.field == "ipv4_address"
+    with pytest.raises(CnmError) as err:
+        eng.network(name="none46", enable_ipv4=False)
+    assert err.value.field == "enable_ipv4"
+    assert not eng.network(name="v6", enable_ipv4=False, enable_ipv6=True).changed
+
+
+def test_a_sandbox_without_an_ipv6_network_has_ipv6_disabled(host):
+    eng = HostEngine(host)
+    eng.network(name="v4", ipam={"config": [{"subnet": "10.83.0.0/24"}]})
+    eng.network(name="dual", enable_ipv6=True,
+                ipam={"config": [{"subnet": "10.84.0.0/24"}, {"subnet": "fd00:84::/64"}]})
+    eng.endpoint(network="v4", sandbox="four")
+    eng.endpoint(network="dual", sandbox="both")
+
+    def disabled(sandbox):
+        return host.sandbox_run(sandbox, ["cat", "/proc/sys/net/ipv6/conf/eth0/"
+                                          "disable_ipv6"]).stdout.strip()
+    assert disabled("four") == "1"
+    assert [a for a in _inet(host, "four", "inet6")] == []  # not even link-local
+    assert disabled("both") == "0"

@@ -1,10 +1,14 @@
-"""Address assignment of endpoints: static addresses reserved, the rest allocated."""
+"""IPAM in the controller: a network's pools completed (subnets chosen, overlaps refused)
+and its endpoints' addresses assigned (static ones reserved, the rest allocated)."""
 import ipaddress
 
+from .. import constants as C
 from ..drivers import get_driver
-from ..errors import CnmError, ValidationError
+from ..errors import CnmError, ConflictError, ValidationError
 from ..ipam.allocator import AddressAllocator, AllocationLookup, pool_containing
 from ..ipam.config import PoolConfig
+from ..ipam.pools import choose_subnet, find_overlap
+from ..netns.links import host_networks
 from .session import Session
 
 
@@ -21,18 +25,24 @@ class Addresses(Session):
         return pools, [AddressAllocator(pool, lookup, net.ipam_last.get(str(pool.subnet)))
                        for pool in pools]
 
-    def _assign_addresses(self, net, ep, spec=None, keep=False, persist=True):
+    def _assign_addresses(self, net, ep, spec=None, keep=False, persist=True,
+                          allocators=None):
         """Give ``ep`` its addresses in ``net``: static ones reserved, others allocated
         walking forward from the last allocation. Persists the allocations unless in
-        check mode. ``keep``: try to keep the endpoint's current addresses (rebuild)."""
+        check mode. ``keep``: try to keep the endpoint's current addresses (rebuild).
+        ``allocators``: ``(pools, allocators)`` to use instead of the store's (a rebuild
+        plans every endpoint on fresh allocators before anything is touched).
+        Raises ValidationError/ConflictError naming the address option."""
         spec = spec or {}
         if not get_driver(net.driver).uses_ipam:
             return
-        pools, allocs = self._allocators(net)
-        families = [4] + ([6] if net.enable_ipv6 else [])
-        if "ipv6" in spec and not net.enable_ipv6:
-            raise ValidationError("network %s has IPv6 disabled (enable_ipv6: false)"
-                                  % net.name, field="ipv6_address")
+        pools, allocs = allocators or self._allocators(net)
+        families = ip_families(net)
+        for family in (4, 6):
+            if "ipv%d" % family in spec and family not in families:
+                raise ValidationError("network %s has IPv%d disabled (enable_ipv%d: false)"
+                                      % (net.name, family, family),
+                                      field="ipv%d_address" % family)
         for family in families:
             key = "ipv%d" % family
             field = "ipv%d_address" % family
@@ -73,3 +83,43 @@ class Addresses(Session):
             ep.static[key] = bool(static)
             if persist and not self.check_mode:
                 self.store.allocate(net.id, str(address), ep.id)
+
+    def _in_use_subnets(self, exclude_id=None):
+        """(name, subnet) of every pool of every network but ``exclude_id``."""
+        out = []
+        for doc in self.store.all("networks"):
+            if doc["id"] == exclude_id:
+                continue
+            for pool in doc.get("pools", []):
+                out.append((doc["name"], ipaddress.ip_network(pool["subnet"])))
+        return out
+
+    def _complete_pools(self, net, exclude_id=None):
+        """Check explicit subnets against other networks, choose missing ones."""
+        taken = self._in_use_subnets(exclude_id)
+        for i, pool in enumerate(net.pools):
+            hit = find_overlap(ipaddress.ip_network(pool["subnet"]), taken)
+            if hit:
+                raise ConflictError("subnet %s overlaps %s of network %s"
+                                    % (pool["subnet"], hit[1], hit[0]),
+                                    field="ipam.config[%d].subnet" % i)
+        if not get_driver(net.driver).uses_ipam:
+            return
+        families = {ipaddress.ip_network(p["subnet"]).version for p in net.pools}
+        wanted = ip_families(net)
+        missing = [f for f in wanted if f not in families]
+        if not missing:
+            return
+        in_use = [subnet for dummy, subnet in taken] + host_networks()
+        for family in missing:
+            pools = C.DEFAULT_ADDRESS_POOLS if family == 4 else C.DEFAULT_ADDRESS_POOLS_V6
+            subnet = choose_subnet(pools, in_use, family)
+            net.pools.append(PoolConfig.for_subnet(subnet).to_dict())
+            net.auto_subnets.append(str(subnet))
+            in_use.append(subnet)
+
+
+def ip_families(net):
+    """The IP families a network's endpoints get addresses of: IPv4 unless
+    ``enable_ipv4`` is false (IPv6-only), IPv6 with ``enable_ipv6``."""
+    return ([4] if net.enable_ipv4 else []) + ([6] if net.enable_ipv6 else [])

@@ -16,6 +16,7 @@ from ..model import CREATING, Endpoint, READY, Sandbox, new_id, now_rfc3339
 from ..netns import namespace
 from .addresses import Addresses
 from .detach import Detach
+from .dns_sync import DNS_DRIVERS, require_dnspython
 from .result import Result
 from .undo import Undo, checkpoint
 
@@ -131,6 +132,8 @@ class Endpoints(Detach, Addresses):
                                   "interface)" % (net.name, net.driver), field=bad[0])
         if spec.get("mac"):
             self._check_mac_free(net, spec["mac"])
+        if net.driver in DNS_DRIVERS and not self.check_mode:
+            require_dnspython()  # before anything is made that would need the resolver
         # validate the addresses before anything is made (a dry run on a copy)
         self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
                                dataclasses.replace(ep, static={}), spec, persist=False)

@@ -3,6 +3,7 @@ current network (which options change in place, which need a rebuild).
 
 Pure: no kernel, no store. Called by ``networks.py`` before anything is touched.
 """
+import dataclasses
 import ipaddress
 
 from .. import constants as C
@@ -33,6 +34,10 @@ def desired_network(p):
                                   field="driver_options.%s" % key)
         options[key] = V.driver_option_value(key, value)
     enable_ipv6 = bool(p.get("enable_ipv6"))
+    enable_ipv4 = p.get("enable_ipv4") is not False
+    if not enable_ipv4 and not enable_ipv6:
+        raise ValidationError("an IPv6-only network needs enable_ipv6: true",
+                              field="enable_ipv4")
     ipam = p.get("ipam") or {}
     ipam_driver = ipam.get("driver") or "default"
     if ipam_driver != "default":
@@ -42,7 +47,12 @@ def desired_network(p):
     mtu = C.DEFAULT_MTU
     if C.OPT_MTU in options:
         mtu = V.integer(options[C.OPT_MTU], "driver_options.%s" % C.OPT_MTU, 68, 65535)
+    for i, pool in enumerate(pools):
+        if pool.version == 4 and not enable_ipv4:
+            raise ValidationError("%s is an IPv4 subnet but enable_ipv4 is false"
+                                  % pool.subnet, field="ipam.config[%d].subnet" % i)
     net = Network(id="", name=p["name"], driver=driver_name, enable_ipv6=enable_ipv6,
+                  enable_ipv4=enable_ipv4,
                   internal=bool(p.get("internal")), labels=V.labels(p.get("labels")) or {},
                   options=options, ipam_driver=ipam_driver,
                   ipam_options=dict(ipam.get("options") or {}),
@@ -62,8 +72,9 @@ def network_differences(cur, want, params):
     inplace, rebuild = DifferenceTracker(), DifferenceTracker()
     if params.get("driver") and want.driver != cur.driver:
         rebuild.add("driver", cur.driver, want.driver)
-    if params.get("enable_ipv6") is not None and want.enable_ipv6 != cur.enable_ipv6:
-        rebuild.add("enable_ipv6", cur.enable_ipv6, want.enable_ipv6)
+    for key in ("enable_ipv4", "enable_ipv6"):
+        if params.get(key) is not None and getattr(want, key) != getattr(cur, key):
+            rebuild.add(key, getattr(cur, key), getattr(want, key))
     if params.get("internal") is not None and want.internal != cur.internal:
         rebuild.add("internal", cur.internal, want.internal)
     ipam = params.get("ipam") or {}
@@ -111,3 +122,58 @@ def _given_pool_keys(entries):
             subnet = str(ipaddress.ip_network(str(entry["subnet"]).strip()))
             out[subnet] = {k for k, v in entry.items() if v is not None}
     return out
+
+
+def merged_network(cur, want, params):
+    """The network a rebuild makes: every option the task gave (``want``), the current
+    network's for every option it did not give (an option not given is never reset: a
+    rebuild that only sets ``internal`` keeps the subnet, gateway, ip_range, labels, MTU,
+    ICC...). Within a pool entry, keys the entry does not give are the current pool's.
+    Called by the network update before anything is touched; raises nothing."""
+    net = dataclasses.replace(want, labels=dict(want.labels), options=dict(want.options))
+    if not params.get("driver"):
+        net.driver = cur.driver
+    if params.get("enable_ipv6") is None:
+        net.enable_ipv6 = cur.enable_ipv6
+    if params.get("enable_ipv4") is None:
+        net.enable_ipv4 = cur.enable_ipv4
+    if params.get("internal") is None:
+        net.internal = cur.internal
+    if params.get("labels") is None:
+        net.labels = dict(cur.labels)
+    net.options = dict(cur.options, **want.options)
+    net.mtu = int(net.options.get(C.OPT_MTU, cur.mtu or C.DEFAULT_MTU))
+    if C.OPT_BRIDGE_NAME not in net.options and net.driver == cur.driver:
+        net.bridge = cur.bridge
+    ipam = params.get("ipam") or {}
+    if ipam.get("options") is None:
+        net.ipam_options = dict(cur.ipam_options)
+    if ipam.get("config") is None:
+        net.pools = [dict(p) for p in cur.pools]
+        net.auto_subnets = list(cur.auto_subnets)
+    else:
+        given = _given_pool_keys(ipam["config"])
+        current = {p["subnet"]: p for p in cur.pools}
+        net.pools = [_merged_pool(p, current.get(p["subnet"]), given.get(p["subnet"], ()))
+                     for p in want.pools]
+        net.auto_subnets = []
+    families = {4} if net.enable_ipv4 else set()
+    families |= {6} if net.enable_ipv6 else set()
+    net.pools = [p for p in net.pools if ipaddress.ip_network(p["subnet"]).version in families]
+    net.auto_subnets = [s for s in net.auto_subnets
+                        if ipaddress.ip_network(s).version in families]
+    return net
+
+
+def _merged_pool(wanted, current, given):
+    """A pool entry of the task with the current pool's values for the keys not given."""
+    pool = dict(wanted)
+    if current is None:
+        return pool
+    for key in ("ip_range", "aux_addresses"):
+        if key not in given:
+            pool[key] = current.get(key)
+    if "gateway" not in given:
+        pool["gateway"] = current.get("gateway")
+        pool["gateway_given"] = current.get("gateway_given", False)
+    return pool

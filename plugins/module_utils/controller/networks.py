@@ -1,27 +1,20 @@
 """Networks: ``cnm_network`` (create, update in place, rebuild, remove) and
 ``cnm_network_info``."""
-import dataclasses
-import ipaddress
-
 from .. import constants as C, inspect as shape, validation as V
 from ..difference import DifferenceTracker
 from ..drivers import get_driver
 from ..errors import CnmError, ConflictError, ValidationError
-from ..ipam.config import PoolConfig
-from ..ipam.pools import choose_subnet, find_overlap
 from ..model import CREATING, Network, READY, new_id, now_rfc3339
 from ..netns import namespace
-from ..netns.links import host_networks
-from .addresses import Addresses
-from .detach import Detach
 from .firewall_sync import rules_base
-from .network_options import desired_network, network_differences
+from .network_options import desired_network, merged_network, network_differences
+from .network_rebuild import NetworkRebuild
 from .result import Result
 from .session import PREDEFINED
 from .undo import Undo
 
 
-class Networks(Detach, Addresses):
+class Networks(NetworkRebuild):
     """The network operations."""
 
     def network(self, params):
@@ -60,40 +53,6 @@ class Networks(Detach, Addresses):
         eps = self._endpoints(network_id=net.id)
         sbs = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in eps}
         return shape.network(net, eps, sbs)
-
-    def _in_use_subnets(self, exclude_id=None):
-        """(name, subnet) of every pool of every network but ``exclude_id``."""
-        out = []
-        for doc in self.store.all("networks"):
-            if doc["id"] == exclude_id:
-                continue
-            for pool in doc.get("pools", []):
-                out.append((doc["name"], ipaddress.ip_network(pool["subnet"])))
-        return out
-
-    def _complete_pools(self, net, exclude_id=None):
-        """Check explicit subnets against other networks, choose missing ones."""
-        taken = self._in_use_subnets(exclude_id)
-        for i, pool in enumerate(net.pools):
-            hit = find_overlap(ipaddress.ip_network(pool["subnet"]), taken)
-            if hit:
-                raise ConflictError("subnet %s overlaps %s of network %s"
-                                    % (pool["subnet"], hit[1], hit[0]),
-                                    field="ipam.config[%d].subnet" % i)
-        if not get_driver(net.driver).uses_ipam:
-            return
-        families = {ipaddress.ip_network(p["subnet"]).version for p in net.pools}
-        wanted = [4] + ([6] if net.enable_ipv6 else [])
-        missing = [f for f in wanted if f not in families]
-        if not missing:
-            return
-        in_use = [subnet for dummy, subnet in taken] + host_networks()
-        for family in missing:
-            pools = C.DEFAULT_ADDRESS_POOLS if family == 4 else C.DEFAULT_ADDRESS_POOLS_V6
-            subnet = choose_subnet(pools, in_use, family)
-            net.pools.append(PoolConfig.for_subnet(subnet).to_dict())
-            net.auto_subnets.append(str(subnet))
-            in_use.append(subnet)
 
     def _create_network(self, net):
         net.id = new_id()
@@ -174,15 +133,16 @@ class Networks(Detach, Addresses):
         result.diff = diff.as_diff()
         if self.check_mode:
             return result
-        self._intend_dns(full=True)
         if rebuild:
-            self._rebuild_network(cur, want)
+            self._rebuild_network(cur, merged_network(cur, want, params))
         else:
             cur.labels = want.labels if params.get("labels") is not None else cur.labels
             for key, value in want.options.items():
                 cur.options[key] = value
             cur.mtu = int(cur.options.get(C.OPT_MTU, cur.mtu or C.DEFAULT_MTU))
-            self._save_network(cur)
+            with self.store.transaction():
+                self._save_network(cur)
+                self._intend_dns(full=True)
             driver.setup_network(cur, self.netlink)
             for ep, sb in ep_drift:
                 driver.setup_endpoint(cur, sb, ep, self.netlink)
@@ -205,39 +165,6 @@ class Networks(Detach, Addresses):
         self._sync_dns_safely(result, full=True)
         result.data["network"] = self._inspect_network(self._network(cur.name))
         return result
-
-    def _rebuild_network(self, cur, want):
-        """force: tear the network down and make it again, re-attaching every endpoint
-        with its full config (address kept when still valid, MAC, aliases, ports)."""
-        endpoints = self._endpoints(network_id=cur.id)
-        sandboxes = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in endpoints}
-        old_driver = get_driver(cur.driver)
-        for ep in endpoints:
-            sb = sandboxes[ep.sandbox_id]
-            if sb:
-                old_driver.teardown_endpoint(cur, sb, ep, self.netlink)
-        self._sync_firewall(cur, remove=True)
-        old_driver.teardown_network(cur, self.netlink)
-        self.store.release(cur.id)
-        net = dataclasses.replace(want, id=cur.id, created=cur.created,
-                                  pools=list(want.pools), auto_subnets=[])
-        if net.driver == "bridge" and not net.bridge:
-            net.bridge = C.BRIDGE_PREFIX + net.id[:12]
-        driver = get_driver(net.driver)
-        driver.validate(net, self.netlink)
-        self._complete_pools(net, exclude_id=cur.id)
-        self._save_network(net)
-        driver.setup_network(net, self.netlink)
-        for ep in endpoints:
-            sb = sandboxes[ep.sandbox_id]
-            self._assign_addresses(net, ep, keep=True)
-            ep.network_name = net.name
-            self._save_endpoint(ep)
-            if sb and namespace.is_netns(sb.netns_path):
-                driver.setup_endpoint(net, sb, ep, self.netlink)
-                self._sync_routes(sb)
-        self._save_network(net)
-        self._sync_firewall(net)
 
     def _remove_network(self, net, force):
         endpoints = self._endpoints(network_id=net.id)

@@ -5,7 +5,7 @@ are removed and the rows dropped. A resolver that died is started again."""
 from ..errors import CnmError
 from ..firewall.model import PortMapping
 from ..model import CREATING, READY, Endpoint, Network, Sandbox
-from .dns_sync import INTENT_ALL, INTENT_DNS, ensure_running
+from .dns_sync import INTENT_ALL, INTENT_DNS, ensure_running, resolver_missing
 from .firewall_sync import INTENT_FIREWALL
 from .networks import Networks
 
@@ -14,15 +14,21 @@ class Recovery(Networks):
     """The session's open hook: finish or undo a dead run, revive the resolver."""
 
     def _on_open(self, fresh):
-        """Every operation that may write first finishes or undoes a dead run; every
-        module run but a check on a fresh host brings a dead resolver back."""
+        """Every operation that may write first finishes or undoes a dead run and rolls
+        its recorded intents forward; every module run but a check on a fresh host
+        brings a dead resolver back. What was repaired (or, in check mode, would be)
+        makes the operation changed, as repairs; info modules only revive."""
         if not self.check_mode and not self._read_only:
             self._recover()
         if not self._read_only:
             self._roll_forward()
-        if not self.check_mode and not fresh:
-            # every module run, info modules included, brings a dead resolver back
-            self._revive_resolver()
+        if fresh:
+            return
+        if self.check_mode:
+            if not self._read_only and resolver_missing(self):
+                self._repairs.append("DNS: the resolver is not running")
+        elif self._revive_resolver() and not self._read_only:
+            self._repairs.append("DNS: the resolver was not running; started")
 
     def _recover(self):
         """Undo what a run that died half-way left behind (rows still ``creating``)."""
@@ -87,8 +93,9 @@ class Recovery(Networks):
         return what
 
     def _revive_resolver(self):
-        """The resolver died (kill -9, reboot): the next module run starts it again."""
+        """The resolver died (kill -9, reboot): the next module run starts it again.
+        True when it was started; a failure is left to the operation's own DNS step."""
         try:
-            ensure_running(self)
+            return ensure_running(self)
         except CnmError:
-            pass  # reported by the operation's own DNS sync, if it has one
+            return False

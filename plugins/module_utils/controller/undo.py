@@ -30,7 +30,12 @@ class Undo:
 
 def checkpoint(name):
     """Fault injection for crash tests: with ``CNM_FAULT_PAUSE=<name>`` the run writes
-    ``$CNM_FAULT_MARKER`` and sleeps at this point, so a test can ``kill -9`` it there."""
+    ``$CNM_FAULT_MARKER`` and sleeps at this point, so a test can ``kill -9`` it there;
+    with ``CNM_FAULT_RAISE=<name>`` it fails there as a kernel refusal would, so a test
+    sees the undo. Costs one environment lookup otherwise."""
+    if os.environ.get("CNM_FAULT_RAISE") == name:
+        from ..errors import KernelError
+        raise KernelError("fault injected at %s" % name)
     if os.environ.get("CNM_FAULT_PAUSE") == name:
         marker = os.environ.get("CNM_FAULT_MARKER")
         if marker:

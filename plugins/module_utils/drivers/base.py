@@ -5,6 +5,7 @@ controller hands the firewall its data) and never writes the store. Every ``setu
 verb is idempotent ("make it so"): the controller calls it both to create and to
 repair drift, so a missing bridge or veth is simply made again.
 """
+from ..netns import sysctl
 
 
 class Driver:
@@ -48,3 +49,11 @@ class Driver:
     def endpoint_drift(self, network, sandbox, endpoint, netlink):
         """What is missing or different for ``endpoint`` ([] = in sync)."""
         return []
+
+
+def set_ipv6(network, sandbox, endpoint):
+    """An interface on a network without IPv6 gets ``disable_ipv6=1`` (no link-local
+    address, no router solicitations), as Docker does; one on an IPv6 network keeps
+    IPv6. Called by the drivers when an interface is made or checked in a sandbox."""
+    sysctl.ensure_in(sandbox.netns_path, "net.ipv6.conf.%s.disable_ipv6" % endpoint.ifname,
+                     0 if network.enable_ipv6 else 1)

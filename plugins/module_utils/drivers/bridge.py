@@ -11,7 +11,7 @@ from ..errors import ValidationError
 from ..ipam.mac import mac_from_ip, mac_from_key
 from ..model import gateway_cidrs, gateway_for
 from ..netns import sysctl
-from .base import Driver
+from .base import Driver, set_ipv6
 
 _BOOL_STRINGS = ("true", "false")
 
@@ -107,6 +107,7 @@ class BridgeDriver(Driver):
             host.add_veth(endpoint.host_ifname, endpoint.ifname, sandbox.netns_path,
                           endpoint.mac, network.mtu, host.index(network.bridge))
             index = inside.index(endpoint.ifname)
+            set_ipv6(network, sandbox, endpoint)
             for cidr in sorted(_endpoint_cidrs(endpoint)):  # a fresh peer has none
                 inside.add_address(index, cidr)
             inside.set_up(index)
@@ -125,6 +126,7 @@ class BridgeDriver(Driver):
         if endpoint.mac and slink["mac"] != endpoint.mac:
             inside.set_mac(slink["index"], endpoint.mac)
         index = slink["index"]
+        set_ipv6(network, sandbox, endpoint)
         have = inside.addresses(index)
         for cidr in have - _endpoint_cidrs(endpoint):
             inside.delete_address(index, cidr)

@@ -7,7 +7,7 @@ not loadable on the CI kernel (NOTES.md); its tests skip there.
 from .. import constants as C
 from .. import validation as V
 from ..errors import KernelError, ValidationError
-from .base import Driver
+from .base import Driver, set_ipv6
 
 MACVLAN_MODES = ("bridge", "private", "vepa", "passthru")
 IPVLAN_MODES = ("l2", "l3", "l3s")
@@ -65,6 +65,7 @@ class MacvlanDriver(Driver):
                                      self._mode_data(network), mtu=network.mtu or None,
                                      mac=endpoint.mac if self.kind == "macvlan" else None)
             slink = inside.link(endpoint.ifname)
+        set_ipv6(network, sandbox, endpoint)
         have = inside.addresses(slink["index"])
         for cidr in {c for c in (endpoint.ipv4, endpoint.ipv6) if c} - have:
             inside.add_address(slink["index"], cidr)

@@ -23,6 +23,15 @@ def read(name):
     return read_path(_path(name))
 
 
+def ensure_in(netns_path, name, value):
+    """``ensure`` inside the network namespace at ``netns_path`` (a thread setns there
+    and back, ~20 us). Called for per-interface sysctls of sandboxes. Raises
+    KernelError."""
+    from .namespace import entered
+    with entered(netns_path):
+        return ensure(name, value)
+
+
 def ensure(name, value):
     """Set sysctl ``name`` to ``value`` if it differs. Returns True when it wrote.
 
