@@ -3,8 +3,10 @@
 ``Engine`` is assembled from one class per CNM object, stacked as a ladder (each file
 imports only the layers below it; nothing calls upward):
 
-    recovery      crash recovery and resolver revival (the session's open hook)
+    recovery      crash recovery, intents rolled forward, resolver revival (open hook)
+    prune         cnm_prune (over networks: unused networks, implicit sandboxes left empty)
     networks      cnm_network, cnm_network_info
+    network_rebuild  a rebuild with force: planned whole, applied with undo
     endpoints     cnm_endpoint                sandboxes    cnm_sandbox, cnm_sandbox_info
     detach        leaving networks, removing sandboxes
     namespaces    routes    addresses    firewall_sync    dns_sync
@@ -20,14 +22,17 @@ half-way leaves nothing behind (LIFO undo). Only this package writes the store.
 from .dns_settings import DnsSettings
 from .endpoints import Endpoints
 from .port_mappings import PortMappings
+from .prune import Prune
 from .recovery import Recovery
 from .restore import Restore
 from .sandboxes import Sandboxes
 
 
-class Engine(Recovery, Endpoints, Sandboxes, PortMappings, DnsSettings, Restore):
+class Engine(Recovery, Endpoints, Sandboxes, PortMappings, DnsSettings, Restore,
+             Prune):
     """One engine instance per module run (or per test call).
 
     Public verbs (one per module): ``network``, ``network_info``, ``endpoint``,
-    ``sandbox``, ``sandbox_info``, ``port_mapping``, ``dns``, ``restore_firewall``.
+    ``sandbox``, ``sandbox_info``, ``port_mapping``, ``dns``, ``restore_firewall``,
+    ``prune``.
     """
