@@ -295,8 +295,8 @@ class Forwarder:
 
     def _judge(self, p, resp):
         """None: not the answer to our query; True: final; False: try the next one."""
-        if (len(resp) < 12 or resp[:2] != p.sid or not resp[2] & 0x80
-                or resp[12:12 + len(p.qkey)].lower() != p.qkey):
+        valid = len(resp) >= 12 and resp[:2] == p.sid and resp[2] & 0x80
+        if not valid or resp[12:12 + len(p.qkey)].lower() != p.qkey:
             return None
         self.mark_ok(p.label)
         rcode = resp[3] & 0x0F

@@ -193,8 +193,8 @@ class Listeners:
     def report(self, names):
         """``(listening, errors)`` of sandboxes ``names``: those whose sockets are open,
         and ``{name: error}`` of those that cannot listen."""
-        listening = [n for n in names if n in self.sandboxes
-                     and self.sandboxes[n].udp is not None]
+        listening = [n for n in names if n in self.sandboxes and (
+            self.sandboxes[n].udp is not None)]
         errors = {n: self.sandboxes[n].error for n in names
                   if n in self.sandboxes and self.sandboxes[n].error}
         return listening, errors

@@ -201,8 +201,8 @@ class TcpServer:
 
     def _expire(self, now):
         views = self.listeners.views
-        for c in [c for c in self.conns.values() if c.deadline <= now
-                  or c.name not in views]:
+        for c in [c for c in self.conns.values() if c.deadline <= now or (
+                c.name not in views)]:
             if c.deadline <= now:
                 self.stats["timed_out"] += 1
             self._close(c)

@@ -192,13 +192,13 @@ def respond(d, view, tcp):
     # glibc and dig retry over TCP).
     room = limit - qe - (_OPT_LEN if edns else 0)
     k = room // rrsize if rrsize else 0
-    return (d[:2] + _FLAGS_TC[fi] + _counts(k, edns) + d[12:qe] + ans[:k * rrsize]
-            + (_OPT if edns else b""))
+    opt = _OPT if edns else b""
+    return d[:2] + _FLAGS_TC[fi] + _counts(k, edns) + d[12:qe] + ans[:k * rrsize] + opt
 
 
 def _empty_reply(d, qe, fi, rcode, edns):
-    return (d[:2] + _FLAGS[rcode][fi] + (_CNT_EMPTY_EDNS if edns else _CNT_EMPTY)
-            + d[12:qe] + (_OPT if edns else b""))
+    counts = _CNT_EMPTY_EDNS if edns else _CNT_EMPTY
+    return d[:2] + _FLAGS[rcode][fi] + counts + d[12:qe] + (_OPT if edns else b"")
 
 
 def question_end(d):
@@ -268,11 +268,11 @@ def _respond_odd(d, view, tcp):
         # One question but extra sections (e.g. TSIG, several additional records):
         # answer as the plain query would be answered, forward the original unchanged.
         qrr = q.question[0]
-        canon = (d[:4] + (_QD1_AR1 if q.edns == 0 else _QD1) + qrr.name.to_wire()
-                 + struct.pack("!HH", qrr.rdtype, qrr.rdclass))
+        head = d[:4] + (_QD1_AR1 if q.edns == 0 else _QD1)
+        canon = head + qrr.name.to_wire() + struct.pack("!HH", qrr.rdtype, qrr.rdclass)
         if q.edns == 0:
-            canon += (b"\x00\x00\x29" + struct.pack("!H", max(512, q.payload))
-                      + b"\x00\x00\x00\x00\x00\x00")
+            payload = struct.pack("!H", max(512, q.payload))
+            canon += b"\x00\x00\x29" + payload + b"\x00\x00\x00\x00\x00\x00"
         if canon == d:
             return error_reply(d, RCODE_FORMERR)
         return respond(canon, view, tcp)
