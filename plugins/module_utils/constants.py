@@ -32,6 +32,13 @@ OPT_MTU = "com.docker.network.driver.mtu"
 OPT_PARENT = "parent"
 OPT_MACVLAN_MODE = "macvlan_mode"
 OPT_IPVLAN_MODE = "ipvlan_mode"
+OPT_DEFAULT_BRIDGE = "com.docker.network.bridge.default_bridge"
+# The predefined default network (Docker's docker0): made on first use.
+DEFAULT_BRIDGE_NETWORK = "bridge"
+DEFAULT_BRIDGE_DEVICE = "cnm0"
+DEFAULT_BRIDGE_OPTIONS = {OPT_DEFAULT_BRIDGE: "true", OPT_ENABLE_ICC: "true",
+                          OPT_ENABLE_IP_MASQUERADE: "true", OPT_HOST_BINDING_IPV4: "0.0.0.0",
+                          OPT_BRIDGE_NAME: DEFAULT_BRIDGE_DEVICE, OPT_MTU: "1500"}
 
 # --- IPAM -----------------------------------------------------------------------------
 # Docker's default local address pools: 172.17-31/16, then 192.168.0.0/16 in /20s.

@@ -23,9 +23,13 @@ extends_documentation_fragment:
   - cnm.core.common.attributes
 options:
   network:
-    description: Network name.
+    description:
+      - Network name. The default, V(bridge), is the predefined default bridge network
+        (Docker's C(docker0)): device C(cnm0), 172.17.0.0/16 unless taken, ICC and
+        masquerade on, made on first use. It has no embedded DNS (its sandboxes get the
+        host's nameservers without loopback ones) and takes no O(aliases), as in Docker.
     type: str
-    required: true
+    default: bridge
   sandbox:
     description: Sandbox name (the namespace file name under O(netns_dir)).
     type: str
@@ -142,7 +146,7 @@ from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import ru
 def main():
     run_module(
         dict(
-            network=dict(type="str", required=True),
+            network=dict(type="str", default="bridge"),
             sandbox=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             ipv4_address=dict(type="str"),

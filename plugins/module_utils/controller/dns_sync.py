@@ -24,6 +24,13 @@ INTENT_ALL = "*"  # the intent key of a DNS step over every sandbox
 HOST_RESOLV_CONF = "/etc/resolv.conf"
 
 
+def uses_resolver(net):
+    """True for a network whose sandboxes get the embedded resolver: user-defined
+    networks of a DNS driver, not the predefined default ``bridge`` (as Docker's
+    docker0 has no embedded DNS)."""
+    return net.driver in DNS_DRIVERS and not net.predefined
+
+
 def require_dnspython():
     """Called before an operation makes anything that will need the resolver, and before
     the resolver is started: raises DependencyError naming the package for this host's OS
@@ -67,13 +74,14 @@ def fragment(store, sandbox_id):
     sb_name, netns, hostname, dns_hostname, upstreams = row
     names = [n for n in dict.fromkeys([sb_name, dns_hostname or hostname]) if n]
     records, forward = {}, False
-    for seq, net_name, driver, internal, aliases, ipv4, ipv6 in store.conn.execute(
+    for seq, net_name, driver, internal, aliases, ipv4, ipv6, predefined in store.conn.execute(
             "SELECT e.rowid, n.name, json_extract(n.doc, '$.driver'), "
             "json_extract(n.doc, '$.internal'), json_extract(e.doc, '$.aliases'), "
-            "json_extract(e.doc, '$.ipv4'), json_extract(e.doc, '$.ipv6') "
+            "json_extract(e.doc, '$.ipv4'), json_extract(e.doc, '$.ipv6'), "
+            "json_extract(n.doc, '$.predefined') "
             "FROM endpoints e JOIN networks n ON n.id = e.network_id "
             "WHERE e.sandbox_id=? ORDER BY e.rowid", (sandbox_id,)):
-        if driver not in DNS_DRIVERS:
+        if driver not in DNS_DRIVERS or predefined:
             continue
         records[net_name] = {"names": names + json.loads(aliases or "[]"),
                              "ipv4": _ip(ipv4), "ipv6": _ip(ipv6), "seq": seq}
@@ -88,7 +96,8 @@ def needed(store):
     """True when some sandbox is on a network with DNS (the resolver must run)."""
     return store.conn.execute(
         "SELECT 1 FROM endpoints e JOIN networks n ON n.id = e.network_id "
-        "WHERE json_extract(n.doc, '$.driver') IN (%s) LIMIT 1"
+        "WHERE json_extract(n.doc, '$.driver') IN (%s) "
+        "AND NOT coalesce(json_extract(n.doc, '$.predefined'), 0) LIMIT 1"
         % ",".join("'%s'" % d for d in DNS_DRIVERS)).fetchone() is not None
 
 
@@ -132,11 +141,12 @@ def render_files(engine, sb):
     from ..dns import files
     eps = [Endpoint.from_doc(d) for d in engine.store.all("endpoints", "sandbox_id=?",
                                                           (sb.id,))]
-    drivers = {}
+    resolved = []
     for ep in eps:
         doc = engine.store.get("networks", ep.network_id)
-        drivers[ep.id] = doc["driver"] if doc else None
-    on_user_network = any(drivers[ep.id] in DNS_DRIVERS for ep in eps)
+        resolved.append(bool(doc) and doc["driver"] in DNS_DRIVERS and not doc.get(
+            "predefined"))
+    on_user_network = any(resolved)
     try:
         with open(HOST_RESOLV_CONF) as fh:
             host_text = fh.read()
@@ -145,8 +155,13 @@ def render_files(engine, sb):
     dns = sb.dns or {}
     nameservers = dns.get("nameservers")
     if not on_user_network and not nameservers:
-        # Docker: sandboxes only on host/none get the host's nameservers, not 127.0.0.11
+        # Docker: sandboxes only on host/none/the default bridge get the host's
+        # nameservers, not 127.0.0.11; outside the host's namespace its loopback ones
+        # cannot answer, so they are dropped (Google's when none is left, as Docker)
         nameservers = files.parse_resolv_conf(host_text)[0] or None
+        if nameservers and sb.mode != "host":
+            nameservers = files.without_loopback(nameservers) or list(
+                files.FALLBACK_NAMESERVERS)
     addresses = [_ip(c) for ep in eps for c in (ep.ipv4, ep.ipv6) if c]
     extra = [tuple(e) for e in dns.get("extra_hosts") or []]
     return files.sandbox_files(dns.get("hostname") or sb.hostname or sb.name,

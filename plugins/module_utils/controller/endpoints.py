@@ -14,14 +14,14 @@ from ..ipam.config import PoolConfig, normalise_address
 from ..ipam.mac import generate_mac, mac_from_ip, normalise_mac
 from ..model import CREATING, Endpoint, READY, Sandbox, new_id, now_rfc3339
 from ..netns import namespace
-from .addresses import Addresses
 from .detach import Detach
-from .dns_sync import DNS_DRIVERS, require_dnspython
+from .network_create import NetworkCreate
+from .dns_sync import require_dnspython, uses_resolver
 from .result import Result
 from .undo import Undo, checkpoint
 
 
-class Endpoints(Detach, Addresses):
+class Endpoints(Detach, NetworkCreate):
     """The endpoint operation: join (create), update in place, leave."""
 
     def endpoint(self, params):
@@ -50,6 +50,10 @@ class Endpoints(Detach, Addresses):
                 checkpoint("detach-before-dns")
                 self._sync_dns_safely(result, sb)
             return result
+        if net is None and network == C.DEFAULT_BRIDGE_NETWORK and not self.check_mode:
+            net, made = self._ensure_default_bridge()
+            if made is not None:
+                checkpoint("default-bridge-made")
         if net is None:
             if self.check_mode:
                 # an earlier task of the same play would create it: predict the attach
@@ -132,7 +136,9 @@ class Endpoints(Detach, Addresses):
                                   "interface)" % (net.name, net.driver), field=bad[0])
         if spec.get("mac"):
             self._check_mac_free(net, spec["mac"])
-        if net.driver in DNS_DRIVERS and not self.check_mode:
+        if spec.get("aliases") and net.predefined:
+            raise ValidationError(NO_ALIASES % net.name, field="aliases")
+        if uses_resolver(net) and not self.check_mode:
             require_dnspython()  # before anything is made that would need the resolver
         # validate the addresses before anything is made (a dry run on a copy)
         self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
@@ -205,6 +211,8 @@ class Endpoints(Detach, Addresses):
             self._check_mac_free(net, spec["mac"], exclude_id=ep.id)
             diff.add("mac_address", ep.mac, spec["mac"])
         if "aliases" in spec and list(spec["aliases"]) != list(ep.aliases):
+            if spec["aliases"] and net.predefined:
+                raise ValidationError(NO_ALIASES % net.name, field="aliases")
             diff.add("aliases", list(ep.aliases), list(spec["aliases"]))
         if "gw_priority" in spec and spec["gw_priority"] != ep.gw_priority:
             diff.add("gw_priority", ep.gw_priority, spec["gw_priority"])
@@ -293,6 +301,8 @@ class Endpoints(Detach, Addresses):
 
 
 GW_PRIORITY_MIN, GW_PRIORITY_MAX = -2 ** 31, 2 ** 31 - 1  # Docker's is a Go int too
+NO_ALIASES = ("network-scoped aliases are supported only on user-defined networks, not on "
+              "the predefined %s network (as in Docker)")
 
 
 def endpoint_spec(params):
@@ -300,7 +310,8 @@ def endpoint_spec(params):
     and normalised before any side effect; ``spec`` holds only the options given.
     Raises ValidationError naming the field."""
     p = dict(params)
-    network = V.object_name(p.get("network"), "network", "network")
+    network = V.object_name(p.get("network") or C.DEFAULT_BRIDGE_NETWORK, "network",
+                            "network")
     sandbox = V.object_name(p.get("sandbox"), "sandbox", "sandbox")
     state = p.get("state") or "present"
     spec = {}

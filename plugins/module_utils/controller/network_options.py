@@ -33,6 +33,10 @@ def desired_network(p):
                                                        ", ".join(sorted(driver.options))),
                                   field="driver_options.%s" % key)
         options[key] = V.driver_option_value(key, value)
+    if C.OPT_DEFAULT_BRIDGE in options and p.get("name") != C.DEFAULT_BRIDGE_NETWORK:
+        raise ValidationError("only the predefined %s network is the default bridge"
+                              % C.DEFAULT_BRIDGE_NETWORK,
+                              field="driver_options.%s" % C.OPT_DEFAULT_BRIDGE)
     enable_ipv6 = bool(p.get("enable_ipv6"))
     enable_ipv4 = p.get("enable_ipv4") is not False
     if not enable_ipv4 and not enable_ipv6:

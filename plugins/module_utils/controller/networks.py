@@ -1,20 +1,20 @@
 """Networks: ``cnm_network`` (create, update in place, rebuild, remove) and
 ``cnm_network_info``."""
-from .. import constants as C, inspect as shape, validation as V
+from .. import constants as C, validation as V
 from ..difference import DifferenceTracker
 from ..drivers import get_driver
 from ..errors import CnmError, ConflictError, ValidationError
-from ..model import CREATING, Network, READY, new_id, now_rfc3339
+from ..model import Network
 from ..netns import namespace
 from .firewall_sync import rules_base
+from .network_create import NetworkCreate
 from .network_options import desired_network, merged_network, network_differences
 from .network_rebuild import NetworkRebuild
 from .result import Result
 from .session import PREDEFINED
-from .undo import Undo
 
 
-class Networks(NetworkRebuild):
+class Networks(NetworkRebuild, NetworkCreate):
     """The network operations."""
 
     def network(self, params):
@@ -32,6 +32,12 @@ class Networks(NetworkRebuild):
 
     def _network_op(self, name, state, desired, params):
         existing = self._network(name)
+        if name == C.DEFAULT_BRIDGE_NETWORK:
+            if state == "absent":
+                raise ValidationError("bridge is a pre-defined network and cannot be "
+                                      "removed", field="name")
+            if existing is None:
+                return self._ensure_default_bridge(params)[1]
         if name in PREDEFINED:
             if state == "absent":
                 raise ValidationError("network %s is predefined and cannot be removed"
@@ -48,56 +54,6 @@ class Networks(NetworkRebuild):
         if existing is None:
             return self._create_network(desired)
         return self._update_network(existing, desired, params)
-
-    def _inspect_network(self, net):
-        eps = self._endpoints(network_id=net.id)
-        sbs = {ep.sandbox_id: self._sandbox_by_id(ep.sandbox_id) for ep in eps}
-        return shape.network(net, eps, sbs)
-
-    def _create_network(self, net):
-        net.id = new_id()
-        net.created = now_rfc3339()
-        driver = get_driver(net.driver)
-        if net.driver == "bridge" and not net.bridge:
-            net.bridge = C.BRIDGE_PREFIX + net.id[:12]
-        if net.driver == "bridge":
-            if self.netlink.host.index(net.bridge) is not None:
-                raise ConflictError("interface %s already exists on the host" % net.bridge,
-                                    field="driver_options.%s" % C.OPT_BRIDGE_NAME)
-            for doc in self.store.all("networks"):
-                if doc.get("bridge") == net.bridge:
-                    raise ConflictError("bridge %s is already used by network %s"
-                                        % (net.bridge, doc["name"]),
-                                        field="driver_options.%s" % C.OPT_BRIDGE_NAME)
-        driver.validate(net, self.netlink)
-        self._complete_pools(net)
-        if net.driver == "bridge" and not self.check_mode:
-            self.firewall  # noqa: B018 - choose the backend before touching anything
-        after = shape.network(net, [], {})
-        result = Result(changed=True, diff={"before": {}, "after": after},
-                        actions=["create network %s (%s)" % (net.name, ", ".join(
-                            p["subnet"] for p in net.pools) or net.driver)],
-                        data={"network": after})
-        if self.check_mode:
-            return result
-        net.state = CREATING
-        self._save_network(net)  # intent first: a crash after this is rolled back
-        undo = Undo()
-        try:
-            driver.setup_network(net, self.netlink)
-            undo.push("remove network", driver.teardown_network, net, self.netlink)
-            self._sync_firewall(net, [])
-            undo.push("remove firewall rules", self._sync_firewall, net, [], True)
-        except Exception:
-            undo.run()
-            self.store.delete("networks", net.id)
-            raise
-        net.state = READY
-        self._save_network(net)
-        result.data["network"] = self._inspect_network(net)
-        if net.driver == "bridge" and hasattr(self.firewall, "warnings"):
-            result.warnings.extend(self.firewall.warnings())
-        return result
 
     def _update_network(self, cur, want, params):
         inplace, rebuild = network_differences(cur, want, params)

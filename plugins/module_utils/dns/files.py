@@ -175,6 +175,23 @@ def parse_extra_hosts(raw, field="extra_hosts", host_gateway=None):
     return out
 
 
+FALLBACK_NAMESERVERS = ("8.8.8.8", "8.8.4.4")  # Docker's, when the host has only loopback
+
+
+def without_loopback(nameservers):
+    """``nameservers`` without loopback addresses (127.0.0.53 and the like answer only
+    in the host's namespace). Called for sandboxes that get the host's nameservers."""
+    out = []
+    for ns in nameservers:
+        try:
+            if ipaddress.ip_address(str(ns).partition("%")[0]).is_loopback:
+                continue
+        except ValueError:
+            pass
+        out.append(ns)
+    return out
+
+
 def validate_search(raw, field="search"):
     """Search domains: list of names; ``["."]`` means "no search domains" (Docker)."""
     if raw is None:

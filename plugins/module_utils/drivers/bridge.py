@@ -32,7 +32,7 @@ def _endpoint_cidrs(endpoint):
 class BridgeDriver(Driver):
     name = "bridge"
     options = frozenset((C.OPT_BRIDGE_NAME, C.OPT_ENABLE_ICC, C.OPT_ENABLE_IP_MASQUERADE,
-                         C.OPT_HOST_BINDING_IPV4, C.OPT_MTU))
+                         C.OPT_HOST_BINDING_IPV4, C.OPT_MTU, C.OPT_DEFAULT_BRIDGE))
 
     def validate(self, network, netlink):
         V.interface_name(network.bridge, "driver_options.%s" % C.OPT_BRIDGE_NAME)
