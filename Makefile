@@ -23,6 +23,11 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 APT_PACKAGES := iproute2 iptables nftables python3-nftables util-linux iputils-ping \
 	bind9-dnsutils dnsperf conntrack procps netcat-openbsd socat curl
+# The cluster store's tests run etcd members inside throwaway namespaces
+# (tests/cluster_harness.py); the package's own system service (localhost:2379) must not
+# run: right after installing it, deps stops and disables it (systemd, or the init.d
+# script's own pidfile; a policy-rc.d that denies starts, as here, keeps it from starting).
+CLUSTER_APT_PACKAGES := etcd-server
 
 # Passed through to pytest / ansible-test, e.g. make unit PYTEST_ARGS="-k ipam -x"
 PYTEST_ARGS ?=
@@ -43,7 +48,7 @@ help:
 # needs python3-venv (ensurepip) to create the venv; pyenv's Python has it built in.
 deps:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do \
+	for p in $(APT_PACKAGES) $(CLUSTER_APT_PACKAGES); do \
 	  [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" = "ii " ] || missing="$$missing $$p"; \
 	done; \
 	if ! [ -x $(PY) ]; then \
@@ -58,6 +63,14 @@ deps:
 	  echo "deps: apt-get install$$missing"; \
 	  $(SUDO) apt-get update -qq; \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  if [[ " $$missing " == *" etcd-server "* ]]; then \
+	    if [ -d /run/systemd/system ]; then \
+	      $(SUDO) systemctl disable --now etcd.service >/dev/null 2>&1 || true; \
+	    elif [ -x /etc/init.d/etcd ]; then \
+	      $(SUDO) /etc/init.d/etcd stop >/dev/null 2>&1 || true; \
+	      $(SUDO) update-rc.d etcd disable >/dev/null 2>&1 || true; \
+	    fi; \
+	  fi; \
 	fi
 	@if ! [ -x $(PY) ] || ! $(PY) -c 'import sys' 2>/dev/null; then \
 	  echo "deps: creating $(VENV)"; rm -rf $(VENV); $(PYTHON) -m venv $(VENV); rm -f $(REQUIREMENTS_STAMP); \
