@@ -1,17 +1,17 @@
 #!/usr/bin/env python
 """Benchmark of the embedded resolver as the engine sets it up.
 
-Unlike ``bench_dns.py`` (hand-made sandboxes and config), everything here is made by the
-engine inside a throwaway simulated host: a network, a sandbox ``client`` and 20 more
-sandboxes, each with an alias; the engine writes the resolver config and starts the
-resolver. Then, inside ``client``:
+Everything here is made by the engine inside a throwaway simulated host: a network, a
+sandbox ``client`` and 20 more sandboxes, each with an alias; the engine writes the
+resolver config and starts the resolver. Then, inside ``client``:
 
 - ``dnsperf -s 127.0.0.11 -d <local names> -l 10`` (dnsperf's defaults otherwise);
 - 2000 sequential A queries, one at a time, from a Python UDP client (median/p90/p99 in
   microseconds).
 
 Prints one JSON object, then a table. Goals: >= 47,500 qps (aardvark-dns on the same
-machine), median <= 100 us. Needs root and dnsperf. Run it on a quiet machine:
+machine), median <= 100 us. Needs root and dnsperf. ``bench_peers_netavark.py`` measures
+aardvark-dns the same way in the same run. Run it on a quiet machine:
 
     sudo .venv/bin/python bench/bench_dns_engine.py [--seconds 10] [--queries 2000]
 """
@@ -41,8 +41,9 @@ GOALS = {"qps": 47500, "median_us": 100}
 LATENCY_CLIENT = r"""
 import socket, struct, sys, time
 names, count = sys.argv[1].split(","), int(sys.argv[2])
+server = sys.argv[3] if len(sys.argv) > 3 else "127.0.0.11"
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-sock.connect(("127.0.0.11", 53))
+sock.connect((server, 53))
 sock.settimeout(2)
 queries = []
 for qid, name in enumerate(names):
@@ -87,12 +88,13 @@ def build(host):
     return names, resolver["pid"], time.perf_counter() - start
 
 
-def run_dnsperf(host, names, seconds):
-    datafile = os.path.join(host.root, "names.txt")
+def run_dnsperf(host, names, seconds, server="127.0.0.11", sandbox="client"):
+    """dnsperf's figures from ``sandbox`` against ``server`` (the engine's resolver)."""
+    datafile = os.path.join(host.root, "names-%s.txt" % server)
     with open(datafile, "w", encoding="utf-8") as out:
         out.write("".join("%s A\n" % name for name in names))
-    proc = host.sandbox_run("client", ["dnsperf", "-s", "127.0.0.11", "-d", datafile,
-                                       "-l", str(seconds)], timeout=seconds + 60)
+    proc = host.sandbox_run(sandbox, ["dnsperf", "-s", server, "-d", datafile,
+                                      "-l", str(seconds)], timeout=seconds + 60)
     text = proc.stdout
 
     def field(label):
@@ -107,9 +109,10 @@ def run_dnsperf(host, names, seconds):
             "seconds": seconds, "names": len(names)}
 
 
-def run_sequential(host, names, count):
-    proc = host.sandbox_run("client", [sys.executable, "-c", LATENCY_CLIENT,
-                                       ",".join(names), str(count)], timeout=120)
+def run_sequential(host, names, count, server="127.0.0.11", sandbox="client"):
+    """One query at a time from ``sandbox`` to ``server``: latency percentiles."""
+    proc = host.sandbox_run(sandbox, [sys.executable, "-c", LATENCY_CLIENT,
+                                      ",".join(names), str(count), server], timeout=120)
     values = sorted(int(ns) / 1000.0 for ns in proc.stdout.split())
     return {"queries": len(values), "median_us": round(percentile(values, 0.5), 1),
             "p90_us": round(percentile(values, 0.9), 1),

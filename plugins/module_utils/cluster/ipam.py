@@ -278,8 +278,8 @@ class ClusterIpam:
         mine = [a for a, rec in taken.items() if rec.get("token") == token]
         if not mine:
             mine = [a for a, rec in taken.items() if rec.get("owner") == owner]
-        mine = [a for a in mine if ipaddress.ip_address(a) in pool.subnet
-                and (address is None or a == str(address))]
+        mine = [a for a in mine if ipaddress.ip_address(a) in pool.subnet and (
+            address is None or a == str(address))]
         return mine[0] if mine else None
 
     @staticmethod
