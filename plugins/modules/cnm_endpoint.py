@@ -25,7 +25,7 @@ options:
   network:
     description:
       - Network name. The default, V(bridge), is the predefined default bridge network
-        (Docker's C(docker0)): device C(cnm0), 172.17.0.0/16 unless taken, ICC and
+        (Docker's C(docker0)) with device C(cnm0), 172.17.0.0/16 unless taken, ICC and
         masquerade on, made on first use. It has no embedded DNS (its sandboxes get the
         host's nameservers without loopback ones) and takes no O(aliases), as in Docker.
     type: str
