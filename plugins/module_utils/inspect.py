@@ -78,6 +78,14 @@ def _ports(ep):
     return to_docker_ports([PortMapping.from_dict(p) for p in ep.ports])
 
 
+def network_mode(sb):
+    """Docker's ``HostConfig.NetworkMode`` of a sandbox: ``container:<id>`` for one
+    sharing another's namespace, ``host``, else ``default``."""
+    if sb.mode == "container":
+        return "container:%s" % sb.shares
+    return "host" if sb.mode == "host" else "default"
+
+
 def sandbox(sb, endpoints, networks):
     """The ``sandbox`` return value: the namespace and its endpoints by network name."""
     eps = {}
@@ -92,6 +100,7 @@ def sandbox(sb, endpoints, networks):
         "Hostname": sb.hostname,
         "Created": sb.created,
         "Mode": sb.mode,
+        "HostConfig": {"NetworkMode": network_mode(sb)},
         "Networks": eps,
         "Dns": dict(sb.dns),
     }

@@ -79,7 +79,9 @@ class Sandbox(_Doc):
     netns_path: str
     hostname: str = ""
     created: str = ""
-    mode: str = "own"          # "own": private namespace; "host": bound to the host's
+    mode: str = "own"          # "own": private namespace; "host": bound to the host's;
+    #                            "container": bound to sandbox ``shares``'s namespace
+    shares: str = ""           # mode "container": id of the sandbox whose namespace it is
     implicit: bool = False     # made by cnm_endpoint: removed with its last endpoint
     dns: dict = field(default_factory=dict)   # cnm_dns per-sandbox settings
     state: str = READY

@@ -34,6 +34,22 @@ options:
   hostname:
     description: Hostname recorded for the sandbox (default its name).
     type: str
+  network_mode:
+    description:
+      - V(container:<sandbox>) makes this sandbox the network namespace of that one, as
+        Docker's C(--network container:<name>) (a sidecar): same interfaces, addresses,
+        routes, published ports and 127.0.0.1. It takes no endpoints of its own.
+      - Omitted or V(default), the sandbox has its own namespace. Changing it needs the
+        sandbox removed first.
+    type: str
+    version_added: 0.2.0
+  force:
+    description:
+      - With O(state=absent), also remove the sandboxes that share this one's namespace
+        (O(network_mode=container:<name>)); without it their presence fails the task.
+    type: bool
+    default: false
+    version_added: 0.2.0
 notes:
   - Creating a sandbox fails when C(<netns_dir>/<name>) already exists but is not a sandbox
     of this collection (for example a namespace made with C(ip netns add)); it is never
@@ -103,6 +119,8 @@ def main():
             name=dict(type="str", required=True),
             state=dict(type="str", default="present", choices=["present", "absent"]),
             hostname=dict(type="str"),
+            network_mode=dict(type="str"),
+            force=dict(type="bool", default=False),
         ),
         "sandbox",
     )

@@ -209,3 +209,29 @@ def test_a_sandbox_without_an_ipv6_network_has_ipv6_disabled(host):
     assert disabled("four") == "1"
     assert [a for a in _inet(host, "four", "inet6")] == []  # not even link-local
     assert disabled("both") == "0"
+
+
+def test_a_container_mode_sidecar_shares_the_owners_namespace(host):
+    """Seed 004's ``docker run --network container:main-app --name sidecar``."""
+    from harness import greeters, tcp_answer
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.85.0.0/24"}]})
+    main = eng.endpoint(network="app", sandbox="main", ipv4_address="10.85.0.10")
+    res = eng.sandbox(name="sidecar", network_mode="container:main")
+    assert res.changed
+    main_id = eng.sandbox_info(name="main").data["sandboxes"][0]["Id"]
+    assert res.data["sandbox"]["HostConfig"]["NetworkMode"] == "container:" + main_id
+    assert _inet(host, "sidecar", "inet") == ["10.85.0.10"]  # the owner's eth0
+    assert main.data["endpoint"]["MacAddress"] == host.ip_json(
+        "link show dev eth0", sandbox="sidecar")[0]["address"]
+    with greeters(host, [8085], sandbox="main", name="main"):
+        assert tcp_answer(host, "127.0.0.1", 8085, sandbox="sidecar") == "hello from main 8085"
+    with pytest.raises(CnmError) as err:
+        eng.endpoint(network="app", sandbox="sidecar")
+    assert err.value.field == "sandbox"
+    with pytest.raises(CnmError) as err:
+        eng.sandbox(name="main", state="absent")
+    assert err.value.field == "force" and "sidecar" in str(err.value)
+    assert not eng.sandbox(name="sidecar", network_mode="container:main").changed
+    gone = eng.sandbox(name="main", state="absent", force=True)
+    assert gone.changed and "main" not in host.sandboxes() and "sidecar" not in host.sandboxes()

@@ -69,6 +69,14 @@ class Endpoints(Detach, NetworkCreate):
     def _check_join_allowed(self, net, sb):
         if sb is None:
             return
+        if sb.mode == "container":
+            owner = self._sandbox_by_id(sb.shares)
+            raise ConflictError("sandbox %s shares the network namespace of %s (network_mode "
+                                "container:%s): attach %s instead"
+                                % (sb.name, owner.name if owner else "a removed sandbox",
+                                   owner.name if owner else sb.shares,
+                                   owner.name if owner else "that sandbox"),
+                                field="sandbox")
         others = [e for e in self._endpoints(sandbox_id=sb.id) if e.network_id != net.id]
         if not others:
             if net.driver == "host" and sb.mode != "host":

@@ -2,7 +2,7 @@
 import os
 
 from .. import inspect as shape
-from ..errors import CnmError, ConflictError
+from ..errors import CnmError, ConflictError, NotFoundError
 from ..model import CREATING, READY
 from ..netns import namespace
 from .session import LOOPBACK_INDEX, Session
@@ -36,6 +36,13 @@ class Namespaces(Session):
         self._save_sandbox(sb)
 
     def _make_namespace(self, sb):
+        if sb.mode == "container":
+            owner = self._sandbox_by_id(sb.shares)
+            if owner is None:
+                raise NotFoundError("sandbox %s shares the namespace of a sandbox that is "
+                                    "gone" % sb.name, field="network_mode")
+            namespace.bind_netns(owner.netns_path, sb.netns_path)
+            return
         if sb.mode == "host":
             namespace.bind_netns("/proc/thread-self/ns/net", sb.netns_path)
             return

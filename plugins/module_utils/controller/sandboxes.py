@@ -1,5 +1,6 @@
 """Sandboxes: ``cnm_sandbox`` and ``cnm_sandbox_info``."""
 from .. import validation as V
+from ..errors import ConflictError, NotFoundError, ValidationError
 from ..difference import DifferenceTracker
 from ..model import Sandbox, new_id, now_rfc3339
 from ..netns import namespace
@@ -19,26 +20,51 @@ class Sandboxes(Detach):
         if hostname is not None:
             V.dns_name(hostname, "hostname")
         state = params.get("state") or "present"
-        return self._run(self._sandbox_op, name, state, hostname)
+        owner = network_mode_owner(params.get("network_mode"))
+        if owner == name:
+            raise ValidationError("a sandbox cannot share its own namespace",
+                                  field="network_mode")
+        force = V.boolean(params.get("force") or False, "force")
+        return self._run(self._sandbox_op, name, state, hostname, owner, force)
 
-    def _sandbox_op(self, name, state, hostname):
+    def _sandbox_op(self, name, state, hostname, owner_name=None, force=False):
         sb = self._sandbox(name)
         if state == "absent":
             if sb is None:
                 return Result(data={"sandbox": None})
+            sharers = self._sharers(sb)
+            if sharers and not force:
+                raise ConflictError("sandbox %s is shared by %s (network_mode container:%s): "
+                                    "remove them first or set force: true"
+                                    % (name, ", ".join(s.name for s in sharers), name),
+                                    field="force")
             before = self._inspect_sandbox(sb)
             result = Result(changed=True, diff={"before": before, "after": {}},
-                            actions=["remove sandbox %s" % name], data={"sandbox": None})
+                            actions=["remove sandbox %s" % s.name for s in sharers + [sb]],
+                            data={"sandbox": None})
             if not self.check_mode:
-                self._intend_dns(sb)
-                errors = self._remove_sandbox(sb)
-                result.warnings.extend(errors)
-                self._sync_dns_safely(result, sb)
+                self._intend_dns(sb, *sharers)
+                for gone in sharers + [sb]:
+                    result.warnings.extend(self._remove_sandbox(gone))
+                self._sync_dns_safely(result, sb, *sharers)
             return result
+        owner = None
+        if owner_name is not None:
+            owner = self._sandbox(owner_name)
+            if owner is None and not self.check_mode:
+                raise NotFoundError("sandbox %s does not exist" % owner_name,
+                                    field="network_mode")
+            if owner is not None and owner.mode == "container":
+                owner = self._sandbox_by_id(owner.shares)  # share the namespace's owner
+            if sb is not None and owner is not None and sb.shares != owner.id:
+                raise ValidationError("sandbox %s exists with another network mode; remove "
+                                      "it to change it" % name, field="network_mode")
         result = Result()
         if sb is None:
             sb = Sandbox(id=new_id(), name=name, netns_path=self._netns_path(name),
                          hostname=hostname or name, created=now_rfc3339())
+            if owner is not None:
+                sb.mode, sb.shares = "container", owner.id
             self._check_netns_free(sb)
             result.changed = True
             result.actions.append("create sandbox %s" % name)
@@ -78,6 +104,11 @@ class Sandboxes(Detach):
         result.data["sandbox"] = self._inspect_sandbox(sb)
         return result
 
+    def _sharers(self, sb):
+        """Sandboxes in network mode ``container:<sb>``."""
+        return [Sandbox.from_doc(d) for d in self.store.all(
+            "sandboxes", "json_extract(doc, '$.shares') = ?", (sb.id,))]
+
     def sandbox_info(self, params):
         """cnm_sandbox_info: sandboxes (all, or ``name``) with endpoints and DNS config."""
         self._read_only = True
@@ -89,3 +120,16 @@ class Sandboxes(Detach):
             sbs = [s for s in sbs if s.name == params["name"]]
         out = [self._inspect_sandbox(s) for s in sbs]
         return Result(data={"exists": bool(out), "sandboxes": out})
+
+
+def network_mode_owner(value):
+    """The sandbox name of ``network_mode: container:<name>`` (Docker's ``--network
+    container:``), or None for the default (own namespace). Called before anything is
+    touched; raises ValidationError naming ``network_mode``."""
+    if value in (None, "", "default"):
+        return None
+    text = str(value)
+    if not text.startswith("container:"):
+        raise ValidationError("%r is not default or container:<sandbox>" % (value,),
+                              field="network_mode")
+    return V.object_name(text[len("container:"):], "network_mode", "sandbox")
