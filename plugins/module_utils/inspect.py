@@ -100,7 +100,7 @@ def sandbox(sb, endpoints, networks):
         "Hostname": sb.hostname,
         "Created": sb.created,
         "Mode": sb.mode,
-        "HostConfig": {"NetworkMode": network_mode(sb)},
+        "HostConfig": {"NetworkMode": network_mode(sb), "Sysctls": dict(sb.sysctls)},
         "Networks": eps,
         "Dns": dict(sb.dns),
     }

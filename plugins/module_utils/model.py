@@ -82,6 +82,7 @@ class Sandbox(_Doc):
     mode: str = "own"          # "own": private namespace; "host": bound to the host's;
     #                            "container": bound to sandbox ``shares``'s namespace
     shares: str = ""           # mode "container": id of the sandbox whose namespace it is
+    sysctls: dict = field(default_factory=dict)  # namespaced net.* sysctls, as strings
     implicit: bool = False     # made by cnm_endpoint: removed with its last endpoint
     dns: dict = field(default_factory=dict)   # cnm_dns per-sandbox settings
     state: str = READY

@@ -160,6 +160,33 @@ def labels(value, field="labels"):
     return out
 
 
+_SYSCTL_KEY = re.compile(r"net(\.[A-Za-z0-9_-]+)+")
+
+
+def sandbox_sysctls(value, field="sysctls"):
+    """A sandbox's sysctls (Docker's ``--sysctl``): only namespaced ``net.*`` keys, as a
+    network namespace has them; values written as strings. Returns None for None;
+    raises ValidationError naming ``sysctls.<key>``."""
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise ValidationError("must be a dictionary of sysctl names to values", field=field)
+    out = {}
+    for key, val in value.items():
+        where = "%s.%s" % (field, key)
+        if not isinstance(key, str) or not _SYSCTL_KEY.fullmatch(key):
+            raise ValidationError("%r is not a sysctl of a network namespace: only net.* "
+                                  "keys can be set in a sandbox" % (key,), field=where)
+        if isinstance(val, bool) or not isinstance(val, (str, int)):
+            raise ValidationError("%r is not a string or an integer" % (val,), field=where)
+        text = str(val).strip()
+        _refuse_control(text, where, "sysctl value")
+        if not text or len(text) > 4096:
+            raise ValidationError("%r is empty or too long" % (val,), field=where)
+        out[key] = text
+    return out
+
+
 def driver_option_value(key, value):
     """Driver options are kept as Docker's strings: booleans lower-case. Nested values
     and control characters are refused (ValidationError naming

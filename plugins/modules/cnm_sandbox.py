@@ -43,6 +43,14 @@ options:
         sandbox removed first.
     type: str
     version_added: 0.2.0
+  sysctls:
+    description:
+      - Sysctls of the sandbox's network namespace, as Docker's C(--sysctl), e.g.
+        C(net.core.somaxconn: 1024). Only namespaced C(net.*) keys; others are refused
+        naming the key. Keys given are enforced (a value changed by hand is drift); a key
+        left out later is no longer managed (its value stays).
+    type: dict
+    version_added: 0.2.0
   force:
     description:
       - With O(state=absent), also remove the sandboxes that share this one's namespace
@@ -120,6 +128,7 @@ def main():
             state=dict(type="str", default="present", choices=["present", "absent"]),
             hostname=dict(type="str"),
             network_mode=dict(type="str"),
+            sysctls=dict(type="dict"),
             force=dict(type="bool", default=False),
         ),
         "sandbox",

@@ -235,3 +235,29 @@ def test_a_container_mode_sidecar_shares_the_owners_namespace(host):
     assert not eng.sandbox(name="sidecar", network_mode="container:main").changed
     gone = eng.sandbox(name="main", state="absent", force=True)
     assert gone.changed and "main" not in host.sandboxes() and "sidecar" not in host.sandboxes()
+
+
+def test_sandbox_sysctls_are_set_inside_checked_and_only_net_keys(host):
+    """Seed 004's ``--sysctl net.core.somaxconn=1024``."""
+    eng = HostEngine(host)
+
+    def inside(key):
+        return host.sandbox_run("web", ["cat", "/proc/sys/" + key.replace(".", "/")]
+                                ).stdout.strip()
+    res = eng.sandbox(name="web", sysctls={"net.core.somaxconn": 1024,
+                                           "net.ipv4.ip_unprivileged_port_start": "80"})
+    assert res.changed
+    assert inside("net.core.somaxconn") == "1024"
+    assert inside("net.ipv4.ip_unprivileged_port_start") == "80"
+    assert res.data["sandbox"]["HostConfig"]["Sysctls"]["net.core.somaxconn"] == "1024"
+    assert not eng.sandbox(name="web", sysctls={"net.core.somaxconn": "1024"}).changed
+    host.sandbox_run("web", ["sh", "-c", "echo 128 > /proc/sys/net/core/somaxconn"])
+    check = HostEngine(host, check_mode=True).sandbox(name="web")
+    assert check.changed and "sysctls.net.core.somaxconn" in str(check.diff)
+    assert eng.sandbox(name="web").changed and inside("net.core.somaxconn") == "1024"
+    for bad, field in (({"kernel.shmmax": 1}, "sysctls.kernel.shmmax"),
+                       ({"net.core.nosuchkey": 1}, "sysctls.net.core.nosuchkey")):
+        with pytest.raises(CnmError) as err:
+            eng.sandbox(name="other", sysctls=bad)
+        assert err.value.field == field
+        assert "other" not in host.sandboxes()

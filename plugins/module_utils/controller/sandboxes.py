@@ -1,9 +1,9 @@
 """Sandboxes: ``cnm_sandbox`` and ``cnm_sandbox_info``."""
 from .. import validation as V
-from ..errors import ConflictError, NotFoundError, ValidationError
+from ..errors import CnmError, ConflictError, KernelError, NotFoundError, ValidationError
 from ..difference import DifferenceTracker
 from ..model import Sandbox, new_id, now_rfc3339
-from ..netns import namespace
+from ..netns import namespace, sysctl
 from .detach import Detach
 from .result import Result
 from .undo import Undo
@@ -16,19 +16,23 @@ class Sandboxes(Detach):
         """cnm_sandbox: make sandbox ``params['name']`` present (namespace, loopback up)
         or absent (its endpoints are detached first)."""
         name = V.object_name(params.get("name"), "name", "sandbox")
-        hostname = params.get("hostname")
-        if hostname is not None:
-            V.dns_name(hostname, "hostname")
-        state = params.get("state") or "present"
-        owner = network_mode_owner(params.get("network_mode"))
-        if owner == name:
+        spec = {"hostname": params.get("hostname"),
+                "owner": network_mode_owner(params.get("network_mode")),
+                "force": V.boolean(params.get("force") or False, "force"),
+                "sysctls": V.sandbox_sysctls(params.get("sysctls"))}
+        if spec["hostname"] is not None:
+            V.dns_name(spec["hostname"], "hostname")
+        if spec["owner"] == name:
             raise ValidationError("a sandbox cannot share its own namespace",
                                   field="network_mode")
-        force = V.boolean(params.get("force") or False, "force")
-        return self._run(self._sandbox_op, name, state, hostname, owner, force)
+        if spec["owner"] and spec["sysctls"]:
+            raise ValidationError("a sandbox sharing another's namespace takes its sysctls",
+                                  field="sysctls")
+        return self._run(self._sandbox_op, name, params.get("state") or "present", spec)
 
-    def _sandbox_op(self, name, state, hostname, owner_name=None, force=False):
+    def _sandbox_op(self, name, state, spec):
         sb = self._sandbox(name)
+        hostname, owner_name, force = spec["hostname"], spec["owner"], spec["force"]
         if state == "absent":
             if sb is None:
                 return Result(data={"sandbox": None})
@@ -65,6 +69,7 @@ class Sandboxes(Detach):
                          hostname=hostname or name, created=now_rfc3339())
             if owner is not None:
                 sb.mode, sb.shares = "container", owner.id
+            sb.sysctls = dict(spec["sysctls"] or {})
             self._check_netns_free(sb)
             result.changed = True
             result.actions.append("create sandbox %s" % name)
@@ -72,7 +77,13 @@ class Sandboxes(Detach):
             result.diff = {"before": {}, "after": after}
             result.data["sandbox"] = after
             if not self.check_mode:
-                self._create_sandbox(sb, Undo())
+                undo = Undo()
+                self._create_sandbox(sb, undo)
+                try:
+                    self._apply_sysctls(sb, sb.sysctls)
+                except CnmError:
+                    undo.run()
+                    raise
                 self._intend_dns(sb)
                 self._sync_dns_safely(result, sb)
                 result.data["sandbox"] = self._inspect_sandbox(sb)
@@ -82,8 +93,14 @@ class Sandboxes(Detach):
             diff.add("managed", "implicit", "explicit")
         if hostname is not None and hostname != sb.hostname:
             diff.add("hostname", sb.hostname, hostname)
-        if not namespace.is_netns(sb.netns_path):
+        missing = not namespace.is_netns(sb.netns_path)
+        if missing:
             diff.add("kernel", "namespace %s missing" % sb.netns_path, "present")
+        wanted = dict(sb.sysctls, **(spec["sysctls"] or {}))
+        for key, value in sorted(wanted.items()):
+            active = None if missing else sysctl.read_in(sb.netns_path, key)
+            if active != value:
+                diff.add("sysctls.%s" % key, active, value)
         result.data["sandbox"] = self._inspect_sandbox(sb)
         if not diff:
             return result
@@ -95,14 +112,26 @@ class Sandboxes(Detach):
         sb.implicit = False
         if hostname is not None:
             sb.hostname = hostname
+        sb.sysctls = wanted
         with self.store.transaction():
             self._save_sandbox(sb)
             self._intend_dns(sb)
         if not namespace.is_netns(sb.netns_path):
             self._repair_sandbox(sb)
+        self._apply_sysctls(sb, wanted)
         self._sync_dns_safely(result, sb)
         result.data["sandbox"] = self._inspect_sandbox(sb)
         return result
+
+    def _apply_sysctls(self, sb, sysctls):
+        """Write ``sysctls`` inside the sandbox; a key its namespace lacks fails naming
+        it (KernelError, field ``sysctls.<key>``)."""
+        for key, value in sorted(sysctls.items()):
+            try:
+                sysctl.ensure_in(sb.netns_path, key, value)
+            except KernelError as exc:
+                exc.field = "sysctls.%s" % key
+                raise
 
     def _sharers(self, sb):
         """Sandboxes in network mode ``container:<sb>``."""

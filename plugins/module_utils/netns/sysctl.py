@@ -23,6 +23,13 @@ def read(name):
     return read_path(_path(name))
 
 
+def read_in(netns_path, name):
+    """``read`` inside the network namespace at ``netns_path``."""
+    from .namespace import entered
+    with entered(netns_path):
+        return read(name)
+
+
 def ensure_in(netns_path, name, value):
     """``ensure`` inside the network namespace at ``netns_path`` (a thread setns there
     and back, ~20 us). Called for per-interface sysctls of sandboxes. Raises
