@@ -78,6 +78,46 @@ def _ports(ep):
     return to_docker_ports([PortMapping.from_dict(p) for p in ep.ports])
 
 
+def network_settings(sb, endpoints, networks):
+    """``docker inspect``'s ``NetworkSettings`` of a sandbox: ``Networks.<name>`` as
+    Docker's EndpointSettings, ``Ports`` of every endpoint (IPv4 and IPv6 bindings), and
+    the top-level address fields filled from the default bridge only, as Docker does."""
+    nets, mappings, top = {}, [], {}
+    for ep in endpoints:
+        net = networks.get(ep.network_id)
+        if not net:
+            continue
+        e = endpoint(ep, net, sb)
+        static = {k: str(ipaddress.ip_interface(getattr(ep, key)).ip)
+                  for k, key in (("IPv4Address", "ipv4"), ("IPv6Address", "ipv6"))
+                  if ep.static.get(key) and getattr(ep, key)}
+        nets[net.name] = {
+            "IPAMConfig": static or None, "Links": None, "Aliases": e["Aliases"] or None,
+            "NetworkID": net.id, "EndpointID": ep.id, "Gateway": e["Gateway"],
+            "IPAddress": e["IPAddress"], "IPPrefixLen": e["IPPrefixLen"],
+            "IPv6Gateway": e["IPv6Gateway"], "GlobalIPv6Address": e["GlobalIPv6Address"],
+            "GlobalIPv6PrefixLen": e["GlobalIPv6PrefixLen"], "MacAddress": ep.mac or "",
+            "DriverOpts": None}
+        mappings += ep.ports
+        if net.predefined and net.driver == "bridge":
+            top = nets[net.name]
+    ports = {}
+    if mappings:
+        from .firewall.model import PortMapping
+        from .ports.spec import to_docker_ports
+        ports = to_docker_ports([PortMapping.from_dict(p) for p in mappings])
+    out = {"Bridge": "", "SandboxID": sb.id, "SandboxKey": sb.netns_path,
+           "HairpinMode": False, "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+           "Ports": ports, "SecondaryIPAddresses": None, "SecondaryIPv6Addresses": None}
+    for key in ("EndpointID", "Gateway", "GlobalIPv6Address", "IPAddress", "IPv6Gateway",
+                "MacAddress"):
+        out[key] = top.get(key, "")
+    out["GlobalIPv6PrefixLen"] = top.get("GlobalIPv6PrefixLen", 0)
+    out["IPPrefixLen"] = top.get("IPPrefixLen", 0)
+    out["Networks"] = nets
+    return out
+
+
 def network_mode(sb):
     """Docker's ``HostConfig.NetworkMode`` of a sandbox: ``container:<id>`` for one
     sharing another's namespace, ``host``, else ``default``."""
@@ -101,6 +141,7 @@ def sandbox(sb, endpoints, networks):
         "Created": sb.created,
         "Mode": sb.mode,
         "HostConfig": {"NetworkMode": network_mode(sb), "Sysctls": dict(sb.sysctls)},
+        "NetworkSettings": network_settings(sb, endpoints, networks),
         "Networks": eps,
         "Dns": dict(sb.dns),
     }

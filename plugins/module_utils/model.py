@@ -53,7 +53,7 @@ class Network(_Doc):
     enable_ipv6: bool = False
     enable_ipv4: bool = True                         # False: IPv6-only (Docker 28)
     internal: bool = False
-    attachable: bool = True
+    attachable: bool = False                        # Docker: false unless asked
     labels: dict = field(default_factory=dict)
     options: dict = field(default_factory=dict)      # driver options, Docker's strings
     ipam_driver: str = "default"

@@ -67,7 +67,11 @@ options:
     description: Domain name of the sandbox (hosts file FQDN).
     type: str
   extra_hosts:
-    description: Extra hosts file entries, V(name:ip) strings (Docker's C(--add-host)) or a dict.
+    description:
+      - Extra hosts file entries, V(name:ip) strings (Docker's C(--add-host)) or a dict.
+      - The address V(host-gateway) is the host as the sandbox reaches it (the gateway of
+        its first IPv4 network), as Docker's C(--add-host name:host-gateway); the entry is
+        left out while the sandbox has no IPv4 network.
     type: raw
 notes:
   - The resolver runs with the Python interpreter that runs the module, which needs

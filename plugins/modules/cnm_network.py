@@ -82,6 +82,12 @@ options:
   internal:
     description: No egress, no masquerade and no published ports for this network.
     type: bool
+  attachable:
+    description:
+      - Docker's C(--attachable) flag, kept and returned as C(Attachable) (false unless
+        asked, as Docker prints it); every cnm network can be joined by M(cnm.core.cnm_endpoint).
+    type: bool
+    version_added: 0.2.0
   labels:
     description: Labels (key/value strings); changed in place.
     type: dict
@@ -223,6 +229,7 @@ def main():
             )),
             enable_ipv6=dict(type="bool"),
             enable_ipv4=dict(type="bool"),
+            attachable=dict(type="bool"),
             internal=dict(type="bool"),
             labels=dict(type="dict"),
             driver_options=dict(type="dict"),

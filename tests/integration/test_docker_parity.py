@@ -261,3 +261,33 @@ def test_sandbox_sysctls_are_set_inside_checked_and_only_net_keys(host):
             eng.sandbox(name="other", sysctls=bad)
         assert err.value.field == field
         assert "other" not in host.sandboxes()
+
+
+def test_docker_shapes_broadcast_attachable_network_settings_and_host_gateway(host):
+    eng = HostEngine(host, firewall_backend="nftables")
+    net = eng.network(name="app", ipam={"config": [{"subnet": "10.86.0.0/24"}]},
+                      driver_options={"com.docker.network.bridge.name": "br-shape"})
+    assert net.data["network"]["Attachable"] is False
+    assert net.data["network"]["IPAM"]["Options"] == {}
+    assert eng.network(name="app", attachable=True).data["network"]["Attachable"] is True
+    eng.endpoint(network="app", sandbox="web", ipv4_address="10.86.0.10", aliases=["www"])
+
+    def brd(sandbox=None, dev="eth0"):
+        return [a.get("broadcast") for link in host.ip_json("addr show dev %s" % dev,
+                                                             sandbox=sandbox)
+                for a in link["addr_info"] if a["family"] == "inet"]
+    assert brd("web") == ["10.86.0.255"] and brd(None, "br-shape") == ["10.86.0.255"]
+    eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8086}])
+    settings = eng.sandbox_info(name="web").data["sandboxes"][0]["NetworkSettings"]
+    app = settings["Networks"]["app"]
+    assert app["IPAMConfig"] == {"IPv4Address": "10.86.0.10"}
+    assert app["Aliases"] == ["www"] and app["Links"] is None and app["DriverOpts"] is None
+    assert app["IPAddress"] == "10.86.0.10" and app["IPPrefixLen"] == 24
+    assert app["Gateway"] == "10.86.0.1" and app["MacAddress"] == "02:42:0a:56:00:0a"
+    assert settings["Ports"]["80/tcp"][0]["HostPort"] == "8086"
+    assert settings["IPAddress"] == ""  # top-level fields: the default bridge only
+    eng.dns(sandbox="web", extra_hosts=["host.docker.internal:host-gateway"])
+    files = eng.dns(sandbox="web").data["sandbox"]["files"]
+    with open(files[0] + "/hosts") as fh:
+        hosts = fh.read()
+    assert "10.86.0.1\thost.docker.internal" in hosts

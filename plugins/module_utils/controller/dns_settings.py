@@ -43,7 +43,9 @@ class DnsSettings(DnsSync):
                     settings[key] = files.validate_name(params[key], key)
             if params.get("extra_hosts") is not None:
                 settings["extra_hosts"] = [list(e) for e in
-                                           files.parse_extra_hosts(params["extra_hosts"])]
+                                           files.parse_extra_hosts(
+                                               params["extra_hosts"],
+                                               host_gateway=files.HOST_GATEWAY)]
             if params.get("sandbox_upstreams") is not None:
                 settings["upstreams"] = files.validate_upstreams(
                     params["sandbox_upstreams"], "sandbox_upstreams")

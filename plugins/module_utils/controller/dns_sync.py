@@ -15,7 +15,7 @@ import sys
 from .. import constants as C
 from ..errors import CnmError, DependencyError, KernelError
 from ..host_packages import install_hint, python_library_missing
-from ..model import Endpoint
+from ..model import Endpoint, Network, gateway_for
 from .session import Session
 
 DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the resolver
@@ -164,6 +164,13 @@ def render_files(engine, sb):
                 files.FALLBACK_NAMESERVERS)
     addresses = [_ip(c) for ep in eps for c in (ep.ipv4, ep.ipv6) if c]
     extra = [tuple(e) for e in dns.get("extra_hosts") or []]
+    if any(ip == files.HOST_GATEWAY for dummy, ip in extra):
+        # Docker's host-gateway: the host's address as the sandbox reaches it (the
+        # gateway of its first IPv4 network); left out when it has none
+        gateway = next((gateway_for(Network.from_doc(engine.store.get(
+            "networks", ep.network_id)), 4) for ep in eps if ep.ipv4), None)
+        extra = [(name, gateway if ip == files.HOST_GATEWAY else ip)
+                 for name, ip in extra if ip != files.HOST_GATEWAY or gateway]
     return files.sandbox_files(dns.get("hostname") or sb.hostname or sb.name,
                                dns.get("domainname"), addresses, extra,
                                host_resolv_conf_text=host_text, nameservers=nameservers,

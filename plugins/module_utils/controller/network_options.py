@@ -56,7 +56,7 @@ def desired_network(p):
             raise ValidationError("%s is an IPv4 subnet but enable_ipv4 is false"
                                   % pool.subnet, field="ipam.config[%d].subnet" % i)
     net = Network(id="", name=p["name"], driver=driver_name, enable_ipv6=enable_ipv6,
-                  enable_ipv4=enable_ipv4,
+                  enable_ipv4=enable_ipv4, attachable=bool(p.get("attachable")),
                   internal=bool(p.get("internal")), labels=V.labels(p.get("labels")) or {},
                   options=options, ipam_driver=ipam_driver,
                   ipam_options=dict(ipam.get("options") or {}),
@@ -106,6 +106,8 @@ def network_differences(cur, want, params):
                                 a.get("gateway"), b.get("gateway"))
     if params.get("labels") is not None and want.labels != cur.labels:
         inplace.add("labels", cur.labels, want.labels)
+    if params.get("attachable") is not None and want.attachable != cur.attachable:
+        inplace.add("attachable", cur.attachable, want.attachable)
     for key, value in want.options.items():
         if cur.options.get(key) == value:
             continue
@@ -143,6 +145,8 @@ def merged_network(cur, want, params):
         net.enable_ipv4 = cur.enable_ipv4
     if params.get("internal") is None:
         net.internal = cur.internal
+    if params.get("attachable") is None:
+        net.attachable = cur.attachable
     if params.get("labels") is None:
         net.labels = dict(cur.labels)
     net.options = dict(cur.options, **want.options)

@@ -93,6 +93,8 @@ class Networks(NetworkRebuild, NetworkCreate):
             self._rebuild_network(cur, merged_network(cur, want, params))
         else:
             cur.labels = want.labels if params.get("labels") is not None else cur.labels
+            if params.get("attachable") is not None:
+                cur.attachable = want.attachable
             for key, value in want.options.items():
                 cur.options[key] = value
             cur.mtu = int(cur.options.get(C.OPT_MTU, cur.mtu or C.DEFAULT_MTU))

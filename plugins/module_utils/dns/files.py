@@ -159,6 +159,9 @@ def parse_extra_hosts(raw, field="extra_hosts", host_gateway=None):
         text = str(ip).strip() if ip is not None else ""
         if not text:
             raise ValidationError("%r has no IP address" % name, field=f)
+        if text == HOST_GATEWAY and host_gateway == HOST_GATEWAY:
+            out.append((name, HOST_GATEWAY))  # resolved when the files are rendered
+            continue
         if text == HOST_GATEWAY:
             if host_gateway is None:
                 raise ValidationError("%s for %r: the host gateway address is not known "

@@ -126,10 +126,16 @@ class Handle:
         return self._call("list addresses", self.rtnl.addresses, index)
 
     def add_address(self, index, cidr):
+        """Add ``cidr`` to interface ``index`` (an IPv4 one with its broadcast, as Docker
+        and ``ip addr add ... brd +`` do); already there is not an error."""
         iface = ipaddress.ip_interface(cidr)
+        net = iface.network
+        broadcast = None
+        if iface.version == 4 and net.prefixlen < 31:
+            broadcast = str(net.broadcast_address)
         try:
-            self.rtnl.address(True, index, str(iface.ip), iface.network.prefixlen,
-                              iface.version)
+            self.rtnl.address(True, index, str(iface.ip), net.prefixlen, iface.version,
+                              broadcast)
         except OSError as exc:
             if netlink_errno(exc) != errno.EEXIST:
                 raise KernelError("add address %s in %s: %s" % (cidr, self.path, exc))

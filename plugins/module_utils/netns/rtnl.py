@@ -36,7 +36,7 @@ IFLA_BRPORT_MODE = 4
 IFF_UP = 0x1
 AF_BRIDGE = 7
 # address attributes
-IFA_ADDRESS, IFA_LOCAL = 1, 2
+IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 IFA_F_NODAD = 0x02
 # route attributes
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
@@ -257,12 +257,15 @@ class Rtnl:
                 out.add("%s/%d" % (socket.inet_ntop(family, raw), prefixlen))
         return out
 
-    def address(self, add, index, ip, prefixlen, family):
-        """RTM_NEWADDR (``add``) or RTM_DELADDR of ``ip/prefixlen`` on ``index``."""
+    def address(self, add, index, ip, prefixlen, family, broadcast=None):
+        """RTM_NEWADDR (``add``) or RTM_DELADDR of ``ip/prefixlen`` on ``index``; an IPv4
+        address carries its ``broadcast`` when given (as ``ip addr add ... brd +``)."""
         fam = socket.AF_INET if family == 4 else socket.AF_INET6
         raw = socket.inet_pton(fam, ip)
         flags = IFA_F_NODAD if family == 6 else 0
         attrs = _attr(IFA_ADDRESS, raw) + (_attr(IFA_LOCAL, raw) if family == 4 else b"")
+        if broadcast and add:
+            attrs += _attr(IFA_BROADCAST, socket.inet_pton(fam, broadcast))
         msg = _IFADDR.pack(fam, prefixlen, flags, 0, index) + attrs
         if add:
             self.request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, msg)
