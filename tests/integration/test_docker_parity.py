@@ -207,7 +207,7 @@ def test_a_sandbox_without_an_ipv6_network_has_ipv6_disabled(host):
         return host.sandbox_run(sandbox, ["cat", "/proc/sys/net/ipv6/conf/eth0/"
                                           "disable_ipv6"]).stdout.strip()
     assert disabled("four") == "1"
-    assert [a for a in _inet(host, "four", "inet6")] == []  # not even link-local
+    assert _inet(host, "four", "inet6") == []  # not even link-local
     assert disabled("both") == "0"
 
 
