@@ -19,8 +19,8 @@ import subprocess
 import sys
 import tempfile
 
-import benchlib  # noqa: F401  (puts tests/ on sys.path)
-import conftest  # noqa: F401,E402 pylint: disable=unused-import (ansible_collections.cnm.core)
+import benchlib  # noqa: F401 pylint: disable=unused-import (puts tests/ on sys.path)
+import conftest  # noqa: F401,E402 pylint: disable=unused-import
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 KEPT = os.path.join(BENCH, "results-kept")
@@ -59,7 +59,7 @@ def debian_version(package):
     """Installed version of a Debian package, or None."""
     proc = subprocess.run(["dpkg-query", "-W", "-f=${db:Status-Abbrev} ${Version}", package],
                           capture_output=True, text=True, check=False)
-    status, _, version = proc.stdout.partition(" ")
+    status, dummy, version = proc.stdout.partition(" ")
     return version.strip() if proc.returncode == 0 and status == "ii" else None
 
 

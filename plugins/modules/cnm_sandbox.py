@@ -37,7 +37,7 @@ options:
   network_mode:
     description:
       - V(container:<sandbox>) makes this sandbox the network namespace of that one, as
-        Docker's C(--network container:<name>) (a sidecar): same interfaces, addresses,
+        Docker's C(--network container:<name>) (a sidecar), with the same interfaces, addresses,
         routes, published ports and 127.0.0.1. It takes no endpoints of its own.
       - Omitted or V(default), the sandbox has its own namespace. Changing it needs the
         sandbox removed first.
@@ -45,8 +45,8 @@ options:
     version_added: 0.2.0
   sysctls:
     description:
-      - Sysctls of the sandbox's network namespace, as Docker's C(--sysctl), e.g.
-        C(net.core.somaxconn: 1024). Only namespaced C(net.*) keys; others are refused
+      - Sysctls of the sandbox's network namespace, as Docker's C(--sysctl), for example
+        C(net.core.somaxconn=1024). Only namespaced C(net.*) keys; others are refused
         naming the key. Keys given are enforced (a value changed by hand is drift); a key
         left out later is no longer managed (its value stays).
     type: dict

@@ -273,9 +273,9 @@ def test_docker_shapes_broadcast_attachable_network_settings_and_host_gateway(ho
     eng.endpoint(network="app", sandbox="web", ipv4_address="10.86.0.10", aliases=["www"])
 
     def brd(sandbox=None, dev="eth0"):
-        return [a.get("broadcast") for link in host.ip_json("addr show dev %s" % dev,
-                                                             sandbox=sandbox)
-                for a in link["addr_info"] if a["family"] == "inet"]
+        links = host.ip_json("addr show dev %s" % dev, sandbox=sandbox)
+        return [a.get("broadcast") for link in links for a in link["addr_info"]
+                if a["family"] == "inet"]
     assert brd("web") == ["10.86.0.255"] and brd(None, "br-shape") == ["10.86.0.255"]
     eng.port_mapping(sandbox="web", ports=[{"container_port": 80, "host_port": 8086}])
     settings = eng.sandbox_info(name="web").data["sandboxes"][0]["NetworkSettings"]
