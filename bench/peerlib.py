@@ -19,7 +19,8 @@ import subprocess
 import sys
 import tempfile
 
-import benchlib  # noqa: F401 pylint: disable=unused-import (puts tests/ on sys.path)
+# benchlib puts tests/ on sys.path; conftest makes the checkout ansible_collections.cnm.core
+import benchlib  # noqa: F401 pylint: disable=unused-import
 import conftest  # noqa: F401,E402 pylint: disable=unused-import
 
 BENCH = os.path.dirname(os.path.abspath(__file__))

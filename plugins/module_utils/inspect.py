@@ -66,6 +66,7 @@ def endpoint(ep, net, sandbox):
         "Aliases": list(ep.aliases),
         "GwPriority": ep.gw_priority,
         "Ports": _ports(ep),
+        "Bandwidth": dict(ep.bandwidth),
     }
 
 

@@ -65,6 +65,7 @@ class Network(_Doc):
     ipam_last: dict = field(default_factory=dict)    # subnet -> last allocated address
     firewall: dict = field(default_factory=dict)     # last applied NetworkRules.to_dict()
     predefined: bool = False
+    created_parent: bool = False  # macvlan/ipvlan: this network made its <link>.<vid> parent
     state: str = READY
 
     @property
@@ -104,6 +105,7 @@ class Endpoint(_Doc):
     gw_priority: int = 0
     static: dict = field(default_factory=dict)   # which of ipv4/ipv6/mac the user fixed
     ports: list = field(default_factory=list)    # PortMapping dicts (firewall/model.py)
+    bandwidth: dict = field(default_factory=dict)  # validation.bandwidth: bit/s, bytes
     created: str = ""
     state: str = READY
 

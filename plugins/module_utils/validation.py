@@ -202,3 +202,119 @@ def driver_option_value(key, value):
     if text.lower() in ("true", "false"):
         return text.lower()
     return text
+
+
+# -- bandwidth (cnm_endpoint ``bandwidth``, as the CNI bandwidth plugin) -----------------
+_RATE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(bit|kbit|mbit|gbit|tbit|k|m|g|t)?",
+                      re.IGNORECASE)
+_RATE_UNITS = {"": 1, "bit": 1, "k": 10 ** 3, "kbit": 10 ** 3, "m": 10 ** 6,
+               "mbit": 10 ** 6, "g": 10 ** 9, "gbit": 10 ** 9, "t": 10 ** 12,
+               "tbit": 10 ** 12}
+_SIZE_RE = re.compile(r"([0-9]+(?:\.[0-9]+)?)\s*(b|kb|mb|gb|k|m|g)?", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024 ** 2, "mb": 1024 ** 2,
+               "g": 1024 ** 3, "gb": 1024 ** 3}
+RATE_MIN, RATE_MAX = 8, 10 ** 12             # 1 byte/s .. 1 Tbit/s
+BURST_MIN, BURST_MAX = 64, 4 * 1024 ** 3 - 1  # tbf keeps the burst in 32 bits
+# tbf stores the burst as time at the rate in 32-bit ticks of 64 ns (~274 s here,
+# /proc/net/psched): more wraps around silently; too little rounds to nothing.
+BURST_SECONDS_MAX, BURST_SECONDS_MIN = 250.0, 0.00001
+BANDWIDTH_KEYS = ("egress_rate", "egress_burst", "ingress_rate", "ingress_burst")
+
+
+def _amount(value, field, pattern, units, what, example):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValidationError("%r is not a %s (e.g. %s)" % (value, what, example),
+                              field=field)
+    match = pattern.fullmatch(str(value).strip())
+    if not match:
+        raise ValidationError("%r is not a %s (e.g. %s)" % (value, what, example),
+                              field=field)
+    return int(float(match.group(1)) * units[(match.group(2) or "").lower()])
+
+
+def rate(value, field):
+    """Bits per second from ``10mbit``, ``1gbit``, ``500kbit`` or a plain number
+    (decimal units, as tc's). Raises ValidationError naming ``field``."""
+    bits = _amount(value, field, _RATE_RE, _RATE_UNITS, "rate", "10mbit, 500kbit, 1000000")
+    if not RATE_MIN <= bits <= RATE_MAX:
+        raise ValidationError("%r is outside 8bit..1tbit" % (value,), field=field)
+    return bits
+
+
+def byte_size(value, field):
+    """Bytes from ``32kb``, ``1mb`` or a plain number (binary units, as tc's)."""
+    size = _amount(value, field, _SIZE_RE, _SIZE_UNITS, "size", "32kb, 1mb, 65536")
+    if not BURST_MIN <= size <= BURST_MAX:
+        raise ValidationError("%r is outside 64b..4gb" % (value,), field=field)
+    return size
+
+
+def default_burst(bits):
+    """The burst for a rate given without one: 10 ms at the rate, at least 16 KiB."""
+    return max(bits // 8 // 100, 16 * 1024)
+
+
+def bandwidth(value, field="bandwidth"):
+    """``{egress_rate, egress_burst, ingress_rate, ingress_burst}`` normalised to bits per
+    second and bytes (only the directions given; a burst needs its rate and defaults to
+    ``default_burst``). ``{}`` (or every key null) means no limit."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ValidationError("%r is not a dict of %s" % (value, ", ".join(BANDWIDTH_KEYS)),
+                              field=field)
+    unknown = sorted(set(value) - set(BANDWIDTH_KEYS))
+    if unknown:
+        raise ValidationError("unknown key %r (expected %s)"
+                              % (unknown[0], ", ".join(BANDWIDTH_KEYS)),
+                              field="%s.%s" % (field, unknown[0]))
+    out = {}
+    for way in ("egress", "ingress"):
+        rate_key, burst_key = way + "_rate", way + "_burst"
+        given_rate, given_burst = value.get(rate_key), value.get(burst_key)
+        if given_rate is None:
+            if given_burst is not None:
+                raise ValidationError("needs %s.%s" % (field, rate_key),
+                                      field="%s.%s" % (field, burst_key))
+            continue
+        bits = rate(given_rate, "%s.%s" % (field, rate_key))
+        if given_burst is None:
+            size = default_burst(bits)
+        else:
+            size = byte_size(given_burst, "%s.%s" % (field, burst_key))
+        seconds = size * 8.0 / bits
+        if seconds > BURST_SECONDS_MAX:
+            raise ValidationError("%d bytes at %d bit/s is %.0f s of traffic; tbf holds at "
+                                  "most %.0f s: lower the burst or raise the rate"
+                                  % (size, bits, seconds, BURST_SECONDS_MAX),
+                                  field="%s.%s" % (field, burst_key))
+        if seconds < BURST_SECONDS_MIN:
+            raise ValidationError("%d bytes at %d bit/s is under 10 us of traffic: raise "
+                                  "the burst" % (size, bits),
+                                  field="%s.%s" % (field, burst_key))
+        out[rate_key], out[burst_key] = bits, size
+    return out
+
+
+# -- macvlan/ipvlan parent on an 802.1q VLAN (``parent: eth0.10``) -------------------------
+_VLAN_PARENT = re.compile(r"(.+)\.([0-9]+)")
+
+
+def vlan_parent(value, field="driver_options.parent"):
+    """``(link, vid)`` of a parent named ``<iface>.<1-4094>`` (Docker makes that VLAN
+    sub-interface when it is missing), or None for a name without a numeric suffix.
+    Raises ValidationError naming ``field`` for a bad id or link name."""
+    match = _VLAN_PARENT.fullmatch(value or "")
+    if not match:
+        return None
+    link, text = match.groups()
+    interface_name(link, field)
+    vid = int(text)
+    if text != str(vid) and 1 <= vid <= 4094:
+        raise ValidationError("%r: write the VLAN id without leading zeros (%s.%d)"
+                              % (value, link, vid), field=field)
+    if not 1 <= vid <= 4094:
+        raise ValidationError("%r: VLAN id %s is outside 1..4094 (a parent named "
+                              "<iface>.<vid> is an 802.1q sub-interface)" % (value, text),
+                              field=field)
+    return link, vid

@@ -60,9 +60,37 @@ options:
       - When the sandbox is on several networks, the endpoint with the highest priority
         provides the default route (ties - the oldest endpoint).
     type: int
+  bandwidth:
+    description:
+      - Bandwidth limits of this endpoint, as the CNI bandwidth plugin sets them (bridge
+        networks only). Into the sandbox - a C(tbf) qdisc on the host side of the veth;
+        out of the sandbox - the host veth's ingress redirected to an C(ifb) device
+        carrying a C(tbf) (shaped, not policed).
+      - A rate without its burst gets 10 ms of traffic at the rate, at least 16 KiB.
+      - V({}) removes every limit; an omitted O(bandwidth) is not compared.
+      - While limits are set they are read back from the kernel (C(tc -j)) on every run; a
+        qdisc removed by hand is drift (reported in check mode, repaired otherwise).
+    type: dict
+    suboptions:
+      egress_rate:
+        description:
+          - Rate of traffic out of the sandbox - V(10mbit), V(1gbit), V(500kbit) or bits
+            per second (decimal units, as C(tc)).
+        type: raw
+      egress_burst:
+        description:
+          - Burst of traffic out of the sandbox - V(32kb), V(1mb) or bytes (binary units,
+            as C(tc)); needs O(bandwidth.egress_rate).
+        type: raw
+      ingress_rate:
+        description: Rate of traffic into the sandbox, as O(bandwidth.egress_rate).
+        type: raw
+      ingress_burst:
+        description: Burst of traffic into the sandbox, as O(bandwidth.egress_burst).
+        type: raw
 notes:
   - Changing O(ipv4_address), O(ipv6_address), O(mac_address), O(aliases),
-    O(gw_priority) or O(interface_name) of an existing endpoint is done in place; its
+    O(gw_priority), O(bandwidth) or O(interface_name) of an existing endpoint is done in place; its
     published ports (M(cnm.core.cnm_port_mapping)) follow a new address.
   - A sandbox on the network V(host) or V(none) cannot join any other network. A sandbox
     joins V(host) only when this module creates it (it is then a bind of the host's
@@ -90,6 +118,15 @@ EXAMPLES = r"""
     ipv4_address: 10.89.1.10
     aliases: [www]
 
+- name: Limit web to 10 Mbit/s each way
+  cnm.core.cnm_endpoint:
+    network: frontend
+    sandbox: web
+    bandwidth:
+      egress_rate: 10mbit
+      egress_burst: 32kb
+      ingress_rate: 10mbit
+
 - name: Detach it
   cnm.core.cnm_endpoint:
     network: frontend
@@ -104,9 +141,11 @@ endpoint:
       and sandbox and its published ports (EndpointID, NetworkID, NetworkName, Sandbox,
       SandboxID, SandboxKey, InterfaceName, HostInterfaceName, IPAddress, IPPrefixLen,
       Gateway, GlobalIPv6Address, GlobalIPv6PrefixLen, IPv6Gateway, MacAddress, Aliases,
-      GwPriority, Ports).
+      GwPriority, Ports, Bandwidth).
     - C(HostInterfaceName) is the host end of the veth on bridge networks, else empty.
       C(Gateway) and C(IPv6Gateway) are empty on internal networks.
+    - C(Bandwidth) holds the limits set with O(bandwidth), rates in bits per second and
+      bursts in bytes (V({}) when none).
     - V(null) when the endpoint is absent.
   returned: always
   type: dict
@@ -130,6 +169,7 @@ endpoint:
       - www
     GwPriority: 0
     Ports: {}
+    Bandwidth: {}
 actions:
   description: What was done (or would be done in check mode), one line each.
   returned: always
@@ -155,6 +195,12 @@ def main():
             aliases=dict(type="list", elements="str"),
             interface_name=dict(type="str"),
             gw_priority=dict(type="int"),
+            bandwidth=dict(type="dict", options=dict(
+                egress_rate=dict(type="raw"),
+                egress_burst=dict(type="raw"),
+                ingress_rate=dict(type="raw"),
+                ingress_burst=dict(type="raw"),
+            )),
         ),
         "endpoint",
     )

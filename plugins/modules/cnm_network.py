@@ -100,6 +100,9 @@ options:
         macvlan/ipvlan - V(parent), V(macvlan_mode), V(ipvlan_mode), V(com.docker.network.driver.mtu).
       - Unknown keys are refused. MTU, ICC, masquerade and host binding change in place;
         the bridge name and parent need O(force=true).
+      - A V(parent) named C(<iface>.<vid>) (VLAN id 1-4094) that does not exist is made as
+        an 802.1q sub-interface of C(<iface>) (kernel module C(8021q)) and removed with
+        the network that made it, as Docker does; an existing one is only used.
     type: dict
   force:
     description:
@@ -115,7 +118,7 @@ notes:
     explicit subnets.
   - The V(overlay) driver is not implemented and is refused. V(ipvlan) needs a kernel with
     ipvlan support; V(macvlan) and V(ipvlan) need the key V(parent) in O(driver_options)
-    (an existing host interface).
+    (an existing host interface, or C(<iface>.<vid>) to have the VLAN sub-interface made).
   - A network with O(internal=true) has no default route, no masquerade and no published
     ports (M(cnm.core.cnm_port_mapping) refuses them).
   - O(force=true) with O(state=present) tears the network down and makes it again; its

@@ -20,9 +20,13 @@ class Detach(Namespaces, Routes, FirewallSync, DnsSync):
         """Remove ``ep``'s interfaces (unless ``interfaces`` is False because its
         namespace goes away with them), rules, addresses and row. Returns errors."""
         errors = []
-        if interfaces and net is not None and sb is not None:
+        if net is not None and sb is not None:
+            driver = get_driver(net.driver)
             try:
-                errors += get_driver(net.driver).teardown_endpoint(net, sb, ep, self.netlink)
+                if interfaces:
+                    errors += driver.teardown_endpoint(net, sb, ep, self.netlink)
+                else:  # the namespace takes the interfaces; the host keeps the rest
+                    errors += driver.release_endpoint(net, ep, self.netlink)
             except Exception as exc:
                 errors.append(str(exc))
         old_ports = None

@@ -144,6 +144,9 @@ class Endpoints(Detach, NetworkCreate):
                                   "interface)" % (net.name, net.driver), field=bad[0])
         if spec.get("mac"):
             self._check_mac_free(net, spec["mac"])
+        if spec.get("bandwidth"):
+            _check_bandwidth(net, driver)
+            ep.bandwidth = dict(spec["bandwidth"])
         if spec.get("aliases") and net.predefined:
             raise ValidationError(NO_ALIASES % net.name, field="aliases")
         if uses_resolver(net) and not self.check_mode:
@@ -222,6 +225,10 @@ class Endpoints(Detach, NetworkCreate):
             if spec["aliases"] and net.predefined:
                 raise ValidationError(NO_ALIASES % net.name, field="aliases")
             diff.add("aliases", list(ep.aliases), list(spec["aliases"]))
+        if "bandwidth" in spec and spec["bandwidth"] != ep.bandwidth:
+            if spec["bandwidth"]:
+                _check_bandwidth(net, driver)
+            diff.add("bandwidth", dict(ep.bandwidth), dict(spec["bandwidth"]))
         if "gw_priority" in spec and spec["gw_priority"] != ep.gw_priority:
             diff.add("gw_priority", ep.gw_priority, spec["gw_priority"])
         if "ifname" in spec and spec["ifname"] != ep.ifname:
@@ -289,6 +296,8 @@ class Endpoints(Detach, NetworkCreate):
             ep.aliases = list(spec["aliases"])
         if "gw_priority" in spec:
             ep.gw_priority = spec["gw_priority"]
+        if "bandwidth" in spec:
+            ep.bandwidth = dict(spec["bandwidth"])
         with self.store.transaction():
             self._save_endpoint(ep)
             if old_ports is not None:
@@ -309,6 +318,16 @@ class Endpoints(Detach, NetworkCreate):
 
 
 GW_PRIORITY_MIN, GW_PRIORITY_MAX = -2 ** 31, 2 ** 31 - 1  # Docker's is a Go int too
+
+
+def _check_bandwidth(net, driver):
+    """Bandwidth limits shape the host side of a veth: bridge networks only."""
+    if not driver.supports_bandwidth:
+        raise ValidationError("is supported only on bridge networks (it shapes the host "
+                              "side of the endpoint's veth); network %s uses driver %s"
+                              % (net.name, net.driver), field="bandwidth")
+
+
 NO_ALIASES = ("network-scoped aliases are supported only on user-defined networks, not on "
               "the predefined %s network (as in Docker)")
 
@@ -347,4 +366,6 @@ def endpoint_spec(params):
         if p.get("gw_priority") is not None:
             spec["gw_priority"] = V.integer(p["gw_priority"], "gw_priority",
                                             GW_PRIORITY_MIN, GW_PRIORITY_MAX)
+        if p.get("bandwidth") is not None:
+            spec["bandwidth"] = V.bandwidth(p["bandwidth"])
     return network, sandbox, state, spec

@@ -19,7 +19,7 @@ from ..firewall.model import PortMapping
 from ..ipam.allocator import AddressAllocator
 from ..ipam.config import PoolConfig
 from ..ipam.mac import mac_from_ip
-from ..model import READY
+from ..model import READY, Network
 from ..netns import namespace
 from .addresses import Addresses
 from .detach import Detach
@@ -116,9 +116,19 @@ class NetworkRebuild(Detach, Addresses):
             self.firewall.apply(old_rules, None)
             undo.push("restore the rules of %s" % cur.name, self.firewall.apply, None,
                       old_rules)
+        self._hand_over_parent(old_driver, cur)
         old_driver.teardown_network(cur, self.netlink)
         undo.push("make network %s again" % cur.name, old_driver.setup_network, cur,
                   self.netlink)
+
+    def _hand_over_parent(self, driver, net):
+        """Before ``net``'s kernel objects go: a parent link it made that another network
+        still uses passes to that network (``Driver.parent_handover``)."""
+        others = [Network.from_doc(doc) for doc in self.store.all("networks")]
+        _remove, heir = driver.parent_handover(net, others)
+        if heir is not None:
+            heir.created_parent, net.created_parent = True, False
+            self._save_network(heir)
 
     def _rejoin_old(self, cur, rejoin):
         get_driver(cur.driver).setup_endpoint(cur, rejoin.sandbox, rejoin.old, self.netlink)

@@ -159,7 +159,9 @@ class Networks(NetworkRebuild, NetworkCreate):
             self._sync_firewall(net, remove=True)
         except CnmError as exc:
             errors.append(str(exc))
-        errors += get_driver(net.driver).teardown_network(net, self.netlink)
+        driver = get_driver(net.driver)
+        self._hand_over_parent(driver, net)
+        errors += driver.teardown_network(net, self.netlink)
         self.store.release(net.id)
         self.store.delete("networks", net.id)
         if errors and not best_effort:

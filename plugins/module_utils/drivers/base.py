@@ -18,6 +18,8 @@ class Driver:
     uses_ipam = True
     #: option keys this driver understands (anything else is rejected)
     options = frozenset()
+    #: endpoints of this driver can carry ``bandwidth`` limits (a host-side veth to shape)
+    supports_bandwidth = False
 
     def validate(self, network, netlink):
         """Check driver options before anything is made. Raises ValidationError."""
@@ -28,6 +30,12 @@ class Driver:
     def teardown_network(self, network, netlink):
         """Remove the network's kernel objects; best effort. Returns a list of errors."""
         return []
+
+    def parent_handover(self, network, others):
+        """When ``network`` is removed or rebuilt: ``(remove its parent link, the network
+        of ``others`` that inherits the parent or None)``. Only drivers that make their
+        parent (macvlan/ipvlan on ``<iface>.<vid>``) have one to hand over."""
+        return False, None
 
     def network_drift(self, network, netlink):
         """What is missing or different in the kernel for ``network`` ([] = in sync)."""
@@ -44,6 +52,12 @@ class Driver:
 
         Returns a list of errors.
         """
+        return []
+
+    def release_endpoint(self, network, endpoint, netlink):
+        """Remove what ``endpoint`` has in the HOST namespace besides its interface (an
+        ifb of a bandwidth limit); to be called also when the sandbox's namespace is
+        removed whole (its interfaces go with it, these do not). Best effort; errors."""
         return []
 
     def endpoint_drift(self, network, sandbox, endpoint, netlink):

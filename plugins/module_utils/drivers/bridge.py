@@ -10,7 +10,7 @@ from .. import validation as V
 from ..errors import ValidationError
 from ..ipam.mac import mac_from_ip, mac_from_key
 from ..model import gateway_cidrs, gateway_for
-from ..netns import sysctl
+from ..netns import sysctl, tc
 from .base import Driver, set_ipv6
 
 _BOOL_STRINGS = ("true", "false")
@@ -31,6 +31,7 @@ def _endpoint_cidrs(endpoint):
 
 class BridgeDriver(Driver):
     name = "bridge"
+    supports_bandwidth = True
     options = frozenset((C.OPT_BRIDGE_NAME, C.OPT_ENABLE_ICC, C.OPT_ENABLE_IP_MASQUERADE,
                          C.OPT_HOST_BINDING_IPV4, C.OPT_MTU, C.OPT_DEFAULT_BRIDGE))
 
@@ -92,6 +93,11 @@ class BridgeDriver(Driver):
 
     # -- endpoints -------------------------------------------------------------------
     def setup_endpoint(self, network, sandbox, endpoint, netlink, fresh=False):
+        self._setup_veth(network, sandbox, endpoint, netlink, fresh)
+        if endpoint.bandwidth or not fresh:
+            self._sync_bandwidth(endpoint, netlink)
+
+    def _setup_veth(self, network, sandbox, endpoint, netlink, fresh):
         host = netlink.host
         inside = netlink.sandbox(sandbox.netns_path)
         hlink = slink = None
@@ -138,8 +144,39 @@ class BridgeDriver(Driver):
         if not lo["up"]:
             inside.set_up(lo["index"])
 
+    def _sync_bandwidth(self, endpoint, netlink, check=False):
+        """Make the host veth (and its ifb) carry ``endpoint.bandwidth`` (netns/tc.py);
+        ``check``: only say what differs. Returns the differences."""
+        host, want = netlink.host, endpoint.bandwidth or {}
+        ifb = tc.ifb_name(endpoint.id)
+        ifb_link = host.link(ifb)
+        drift = []
+        if "egress_rate" in want:
+            if ifb_link is None:
+                drift.append("egress limit: ifb %s is missing" % ifb)
+                if not check:
+                    host.add_ifb(ifb)
+            elif not ifb_link["up"]:
+                drift.append("egress limit: ifb %s is down" % ifb)
+                if not check:
+                    host.set_up(ifb_link["index"])
+        state = tc.read_state(endpoint.host_ifname, ifb, with_ifb="egress_rate" in want)
+        lines, more = tc.plan(endpoint.host_ifname, ifb, want, state)
+        if not check:
+            tc.apply(lines)
+            if "egress_rate" not in want and ifb_link is not None:
+                host.delete_link(ifb)
+        return drift + more
+
+    def release_endpoint(self, network, endpoint, netlink):
+        try:
+            netlink.host.delete_link(tc.ifb_name(endpoint.id))
+        except Exception as exc:  # best effort: report, go on
+            return [str(exc)]
+        return []
+
     def teardown_endpoint(self, network, sandbox, endpoint, netlink):
-        errors = []
+        errors = self.release_endpoint(network, endpoint, netlink)
         try:
             gone = netlink.host.delete_link(endpoint.host_ifname)
         except Exception as exc:
@@ -165,6 +202,8 @@ class BridgeDriver(Driver):
                              % (endpoint.host_ifname, network.bridge))
             if not hlink["up"]:
                 drift.append("veth %s is down" % endpoint.host_ifname)
+            if endpoint.bandwidth:
+                drift += self._sync_bandwidth(endpoint, netlink, check=True)
         inside = netlink.sandbox(sandbox.netns_path)
         slink = inside.link(endpoint.ifname)
         if slink is None:

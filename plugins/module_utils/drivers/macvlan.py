@@ -3,6 +3,12 @@
 The sub-interface is created directly inside the sandbox (IFLA_NET_NS_FD at creation).
 The gateway is a router on the parent's LAN, so the network has no bridge. ipvlan is
 not loadable on the CI kernel (NOTES.md); its tests skip there.
+
+A parent named ``<iface>.<vid>`` that does not exist is made as an 802.1q sub-interface
+of ``<iface>`` (Docker's behaviour): the network that made it records so
+(``Network.created_parent``) and removes it when it goes, unless another network still
+uses it, which then inherits the record (``parent_handover``, applied by the
+controller). A network whose parent existed already never removes it.
 """
 from .. import constants as C
 from .. import validation as V
@@ -31,12 +37,58 @@ class MacvlanDriver(Driver):
                                   field="driver_options.parent")
         V.interface_name(parent, "driver_options.%s" % C.OPT_PARENT)
         if netlink is not None and netlink.host.index(parent) is None:
-            raise ValidationError("interface %r does not exist on the host" % parent,
-                                  field="driver_options.parent")
+            vlan = V.vlan_parent(parent, "driver_options.%s" % C.OPT_PARENT)
+            if vlan is None:
+                raise ValidationError("interface %r does not exist on the host" % parent,
+                                      field="driver_options.parent")
+            if netlink.host.index(vlan[0]) is None:
+                raise ValidationError("interface %r (the link of VLAN %d) does not exist "
+                                      "on the host" % vlan, field="driver_options.parent")
+            network.created_parent = True  # recorded with the intent, before it is made
         if self._mode(network) not in self.modes:
             raise ValidationError("%r is not one of %s"
                                   % (self._mode(network), ", ".join(self.modes)),
                                   field="driver_options.%s" % self.mode_option)
+
+    def setup_network(self, network, netlink):
+        """Make a missing ``<iface>.<vid>`` parent (an 802.1q sub-interface, up) and
+        record that this network made it; any other missing parent is an error."""
+        parent = network.options.get(C.OPT_PARENT)
+        host = netlink.host
+        if host.index(parent) is not None:
+            return
+        vlan = V.vlan_parent(parent, "driver_options.%s" % C.OPT_PARENT)
+        lower = host.index(vlan[0]) if vlan else None
+        if lower is None:
+            raise KernelError("parent interface %s is missing" % parent)
+        host.add_vlan(parent, lower, vlan[1])
+        network.created_parent = True
+
+    def teardown_network(self, network, netlink):
+        """Remove the VLAN parent if this network made it (and still owns it)."""
+        if not network.created_parent:
+            return []
+        try:
+            netlink.host.delete_link(network.options[C.OPT_PARENT])
+        except Exception as exc:  # best effort: report, go on
+            return [str(exc)]
+        return []
+
+    @staticmethod
+    def parent_handover(network, others):
+        """Who keeps the VLAN parent when ``network`` is removed or rebuilt:
+        ``(remove, heir)``. ``others``: every other network. The parent goes only with
+        the last network using it; a surviving user of a parent ``network`` made becomes
+        its maker (the oldest one): the controller sets ``heir.created_parent`` and
+        clears ``network.created_parent`` before ``teardown_network``. Pure."""
+        if not network.created_parent:
+            return False, None
+        parent = network.options.get(C.OPT_PARENT)
+        users = sorted((n for n in others if _uses_parent(n, parent, network.id)),
+                       key=lambda n: (n.created, n.id))
+        if users:
+            return False, users[0]
+        return True, None
 
     def network_drift(self, network, netlink):
         parent = network.options.get(C.OPT_PARENT)
@@ -58,6 +110,9 @@ class MacvlanDriver(Driver):
         slink = inside.link(endpoint.ifname)
         if slink is None:
             parent = netlink.host.index(network.options[C.OPT_PARENT])
+            if parent is None and network.created_parent:
+                self.setup_network(network, netlink)  # ours and gone: make it again
+                parent = netlink.host.index(network.options[C.OPT_PARENT])
             if parent is None:
                 raise KernelError("parent interface %s is missing"
                                   % network.options[C.OPT_PARENT])
@@ -91,6 +146,13 @@ class MacvlanDriver(Driver):
         have = inside.addresses(slink["index"])
         return ["address %s is missing on %s" % (c, endpoint.ifname)
                 for c in (endpoint.ipv4, endpoint.ipv6) if c and c not in have]
+
+
+def _uses_parent(network, parent, exclude_id):
+    """Whether ``network`` (not ``exclude_id``) is a macvlan/ipvlan on ``parent``."""
+    if network.id == exclude_id or network.driver not in ("macvlan", "ipvlan"):
+        return False
+    return network.options.get(C.OPT_PARENT) == parent
 
 
 class IpvlanDriver(MacvlanDriver):

@@ -86,6 +86,19 @@ class Handle:
         finally:
             os.close(fd)
 
+    def add_vlan(self, ifname, parent, vid):
+        """Create 802.1q sub-interface ``ifname`` (VLAN ``vid``) of host link index
+        ``parent``, up (needs the kernel's 8021q)."""
+        self._call("add vlan %s" % ifname, self.rtnl.add_link, ifname, "vlan", link=parent,
+                   up=True, data=self.rtnl.vlan_data(vid))
+        return self.index(ifname)
+
+    def add_ifb(self, ifname):
+        """Create intermediate functional block ``ifname``, up (an egress limit's tbf
+        hangs on it)."""
+        self._call("add ifb %s" % ifname, self.rtnl.add_link, ifname, "ifb", up=True)
+        return self.index(ifname)
+
     def set_master(self, index, master_index):
         self._call("set master", self.rtnl.set_link, index, master=master_index)
 

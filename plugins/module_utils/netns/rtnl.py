@@ -30,7 +30,10 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 # link attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD = 12, 18, 28
+IFLA_LINK = 5
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
+IFLA_VLAN_ID, IFLA_VLAN_PROTOCOL = 1, 5
+ETH_P_8021Q, ETH_P_8021AD = 0x8100, 0x88A8
 VETH_INFO_PEER = 1
 IFLA_BRPORT_MODE = 4
 IFF_UP = 0x1
@@ -180,7 +183,7 @@ class Rtnl:
         if mac:
             attrs += _attr(IFLA_ADDRESS, _mac(mac))
         if link:
-            attrs += _u32(5, link)  # IFLA_LINK: the parent of a macvlan/ipvlan
+            attrs += _u32(IFLA_LINK, link)  # the lower link of a macvlan/ipvlan/vlan
         if netns_fd is not None:
             attrs += _u32(IFLA_NET_NS_FD, netns_fd)
         info = _str(IFLA_INFO_KIND, kind)
@@ -202,6 +205,18 @@ class Rtnl:
         if netns_fd is not None:
             peer += _u32(IFLA_NET_NS_FD, netns_fd)
         return _attr(VETH_INFO_PEER, _IFINFO.pack(0, 0, 0, 0, 0) + peer)
+
+    @staticmethod
+    def vlan_data(vid, protocol=None):
+        """IFLA_INFO_DATA of an 802.1q (or, with ``protocol`` 0x88a8, 802.1ad) link:
+        IFLA_VLAN_ID (u16, 1-4094) and the optional IFLA_VLAN_PROTOCOL (be16); the
+        kernel's default protocol is 802.1q, so ``ip link`` sends none either."""
+        if not 1 <= vid <= 4094:
+            raise ValueError("VLAN id %r is outside 1..4094" % (vid,))
+        data = _attr(IFLA_VLAN_ID, struct.pack("=H", vid))
+        if protocol is not None:
+            data += _attr(IFLA_VLAN_PROTOCOL, struct.pack(">H", protocol))
+        return data
 
     def set_link(self, index, up=None, master=None, mtu=None, mac=None, ifname=None):
         """RTM_NEWLINK on an existing link: state, master, MTU, MAC, name."""
