@@ -7,7 +7,7 @@ from .. import inspect as shape
 from .. import validation as V
 from ..difference import DifferenceTracker
 from ..drivers import get_driver
-from ..errors import CnmError, ConflictError, NotFoundError, ValidationError
+from ..errors import ConflictError, NotFoundError, ValidationError
 from ..firewall.model import PortMapping
 from ..ipam.allocator import pool_containing
 from ..ipam.config import PoolConfig, normalise_address
@@ -155,8 +155,7 @@ class Endpoints(Detach, NetworkCreate):
         self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
                                dataclasses.replace(ep, static={}), spec, persist=False)
         # then record them as intent (outside check mode) and act
-        undo = Undo()
-        try:
+        with Undo() as undo:  # a failure runs the undo steps, newest first
             if not self.check_mode:
                 if new_sandbox:
                     self._create_sandbox(sb, undo)
@@ -194,14 +193,6 @@ class Endpoints(Detach, NetworkCreate):
             with self.store.transaction():
                 self._save_endpoint(ep)
                 self._intend_dns(sb)
-        except CnmError as exc:
-            errors = undo.run()
-            if errors:
-                exc.message += " (undo also failed: %s)" % "; ".join(errors)
-            raise
-        except BaseException:
-            undo.run()
-            raise
         checkpoint("attach-before-dns")
         self._sync_dns_safely(result, sb)
         return result

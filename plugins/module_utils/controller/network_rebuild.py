@@ -50,21 +50,12 @@ class NetworkRebuild(Detach, Addresses):
         stopped the rebuild (undone)."""
         net, rejoins = self._plan_rebuild(cur, merged)
         old_rules = self._firewall_rules(cur) if cur.driver == "bridge" else None
-        undo = Undo()
-        try:
+        with Undo() as undo:  # a failure runs the undo steps, newest first
             with self.store.transaction():
                 self._intend_dns(full=True)  # rolled back with the rest on failure
                 self._take_down(cur, rejoins, old_rules, undo)
                 checkpoint("rebuild-old-network-removed")
                 self._bring_up(net, rejoins, undo)
-        except CnmError as exc:
-            errors = undo.run()
-            if errors:
-                exc.message += " (undo also failed: %s)" % "; ".join(errors)
-            raise
-        except BaseException:
-            undo.run()
-            raise
 
     def _plan_rebuild(self, cur, merged):
         """(new network, [_Rejoin]) planned on copies; raises before anything changes."""

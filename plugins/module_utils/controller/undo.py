@@ -4,12 +4,28 @@ Every kernel change an apply step makes pushes its compensating step; a failure
 half-way runs them newest first (LIFO), so the operation leaves nothing behind."""
 import os
 
+from ..errors import CnmError
+
 
 class Undo:
-    """A stack of compensating steps, run newest first when an apply step fails."""
+    """A stack of compensating steps, run newest first when an apply step fails.
+
+    As a context manager (``with Undo() as undo:``) an exception leaving the body runs
+    the steps and goes on; a CnmError's message then names the steps that failed too.
+    """
 
     def __init__(self):
         self._steps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, traceback):
+        if exc is not None:
+            errors = self.run()
+            if errors and isinstance(exc, CnmError):
+                exc.message += " (undo also failed: %s)" % "; ".join(errors)
+        return False
 
     def push(self, description, func, *args):
         """Called right after a step succeeded: ``func(*args)`` reverses it."""
