@@ -55,7 +55,8 @@ CHAIN_USER = "CNM-USER"
 
 # --- DNS ------------------------------------------------------------------------------
 DNS_LISTEN_ADDRESS = "127.0.0.11"
-DNS_PORT = 53
+DNS_PORT = 53                                 # what sandboxes ask; redirected in each sandbox
+DNS_REDIRECT_TABLE = "cnm-dns"                # nft table (ip) in each sandbox: :53 -> private ports
 DNS_TTL = 600
 
 # --- DNS (resolver) -------------------------------------------------------------------

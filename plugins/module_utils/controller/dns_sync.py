@@ -181,7 +181,7 @@ def sync(engine, sandboxes=(), full=False):
     """Rewrite the resolver files of ``sandboxes`` (Sandbox objects; ones removed from
     the store lose their file) or, with ``full``, of every sandbox; (re)start the
     resolver when a sandbox needs it, and return once the running resolver applied the
-    change (the sandboxes named listen on 127.0.0.11:53). Then write the name files of
+    change (the sandboxes named answer on 127.0.0.11:53). Then write the name files of
     ``sandboxes`` that are still in the store.
 
     Returns True when anything on disk changed. Raises KernelError when the resolver
@@ -259,8 +259,12 @@ def _reload(service, run_dir):
 
 
 def _wait_listening(netns, timeout=1.0):
-    """Return once the resolver listens on 127.0.0.11:53 inside ``netns`` (bounded):
-    a workload started right after this run gets answers from its first query."""
+    """Return once the resolver listens on 127.0.0.11 inside ``netns`` (bounded): a
+    workload started right after this run gets answers from its first query. The
+    resolver listens at a private port (its redirect from port 53, written before it
+    reports the sandbox, sends queries there) or, without a redirect, on port 53: a
+    UDP socket on 127.0.0.11 is taken as its. (Only used after the resolver was
+    started, which reports ready once listening, and for an older daemon.)"""
     import time
     from ..netns import namespace
     from ..ports.allocator import diag_sockets
@@ -268,8 +272,8 @@ def _wait_listening(netns, timeout=1.0):
     while True:
         try:
             with namespace.entered(netns):
-                found = any(port == C.DNS_PORT and ip == C.DNS_LISTEN_ADDRESS
-                            for port, ip, dummy in diag_sockets("udp"))
+                found = any(ip == C.DNS_LISTEN_ADDRESS
+                            for dummy, ip, dummy2 in diag_sockets("udp"))
         except (OSError, KernelError):
             return  # the namespace vanished meanwhile: nothing to wait for
         if found or time.monotonic() > deadline:

@@ -43,7 +43,7 @@ HEALTH_TIMEOUT = 5.0     # a daemon that does not answer its health request is s
 # The daemon's modules besides __init__.py (a unit test keeps this in line with the
 # package directory and with the imports in _import_resolver).
 RESOLVER_MODULES = ("catalog", "config", "control", "daemon", "forwarder", "listeners",
-                    "logs", "tcp", "wire")
+                    "logs", "redirect", "tcp", "wire")
 
 # python runs this file; it runs the package installed beside it (whatever the cwd).
 RUNNER = '''"""cnm embedded DNS resolver: runs the package %s/ installed beside this file.
@@ -109,10 +109,10 @@ def _import_resolver():
     """
     from . import resolver
     from .resolver import (
-        catalog, config, control, daemon, forwarder, listeners, logs, tcp, wire,
+        catalog, config, control, daemon, forwarder, listeners, logs, redirect, tcp, wire,
     )
-    return (resolver, catalog, config, control, daemon, forwarder, listeners, logs, tcp,
-            wire)
+    return (resolver, catalog, config, control, daemon, forwarder, listeners, logs, redirect,
+            tcp, wire)
 
 
 def _read_tree(path):
@@ -318,7 +318,7 @@ def notify_resolver(run_dir, names=(), reload=False, timeout=DNS_CONTROL_TIMEOUT
 
     Called by the engine after writing sandbox files (``names``) or the config
     (``reload``). The daemon re-reads only those files and replies once the sandboxes
-    named listen on 127.0.0.11:53 (or failed to), so a workload started after this call
+    named answer on 127.0.0.11:53 (or failed to), so a workload started after this call
     gets answers from its first query. Returns the reply (``{"ok", "listening",
     "errors"}``), or None when no daemon answers on the control socket (not running,
     or one without a control socket): the caller then falls back to SIGHUP.

@@ -15,6 +15,8 @@ One concept per file:
 - ``config.py``: the files the engine writes (config.json, one file per sandbox);
 - ``forwarder.py``: the upstreams (resolv.conf), forwarding, SERVFAIL;
 - ``listeners.py``: the UDP/TCP sockets inside each sandbox, and the UDP serving loop;
+- ``redirect.py``: the sandbox's rules sending 127.0.0.11:53 to the sockets' private
+  ports (port 53 stays free for workloads);
 - ``tcp.py``: the TCP serving loop (connections, their caps and deadlines);
 - ``control.py``: the engine's control socket (apply these sandboxes, then reply; health);
 - ``logs.py``: the daemon's log;

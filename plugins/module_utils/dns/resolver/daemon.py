@@ -3,8 +3,9 @@ readiness report, pidfile, log).
 
 Run as ``main(["--config", <run_dir>/dns/config.json, "--pidfile", ..., "--log", ...,
 "--daemonize"])``. The main thread polls the engine's files (config.json and the
-sandboxes directory, mtime+inode+size) every 200 ms, the host's resolv.conf and the
-sandboxes' namespace inodes, and reloads without closing the sockets of sandboxes that
+sandboxes directory, mtime+inode+size) every 200 ms, the host's resolv.conf, the
+sandboxes' namespace inodes and their rulesets' changes (a deleted redirect is written
+again, ``listeners.check_redirects``), and reloads without closing the sockets of sandboxes that
 stay; the control thread applies the engine's updates at once. Other threads: UDP
 serving, TCP serving (plus up to tcp.FORWARD_WORKERS forwarding TCP queries), forwarding.
 Each serving loop stamps a heartbeat at every poll; the control socket's ``health``
@@ -105,6 +106,7 @@ class Server:
         elif now - self.last_netns_check >= NETNS_CHECK_INTERVAL:
             self.last_netns_check = now
             self.listeners.apply(self.catalog, only_check=True)
+        self.listeners.check_redirects()
         self.listeners.reap(now)
 
     def health(self):

@@ -1,10 +1,14 @@
-"""The listeners: one UDP and one TCP socket on 127.0.0.11:53 inside each sandbox.
+"""The listeners: one UDP and one TCP socket on 127.0.0.11 inside each sandbox.
 
 For every sandbox a short-lived helper thread setns()es into the sandbox's network
 namespace, creates the sockets and leaves; the sockets stay in the sandbox (nothing
-listens on the host). One thread serves UDP for all sandboxes (epoll, here), one serves
-TCP, listeners and connections alike (epoll, ``tcp.py``). Queries are answered from the
-sandbox's view of the catalog (wire.respond) or handed to the forwarder.
+listens on the host). They listen at private ports the kernel picks, and the sandbox's
+own rules send 127.0.0.11:53 there (``redirect.py``), written by the same thread: port
+53 stays free for workloads. Where no rule can be written (no nft, no iptables) the
+sockets listen on 127.0.0.11:53 itself, as before (logged). One thread serves UDP for
+all sandboxes (epoll, here), one serves TCP, listeners and connections alike (epoll,
+``tcp.py``). Queries are answered from the sandbox's view of the catalog (wire.respond)
+or handed to the forwarder.
 """
 import ctypes
 import logging
@@ -14,11 +18,14 @@ import socket
 import threading
 import time
 
+from .redirect import install as install_redirect, lost as redirect_lost
+from .redirect import remove as remove_redirect, watch_socket
 from .logs import log, log_once
 from .wire import FORWARD, respond
 
 LISTEN_ADDRESS = "127.0.0.11"
-LISTEN_PORT = 53
+LISTEN_PORT = 53             # what sandboxes ask; the sockets listen at PRIVATE_PORT
+PRIVATE_PORT = 0             # kernel-chosen (as Docker's), redirected from LISTEN_PORT
 SOCKET_CLOSE_GRACE = 0.5     # closed sockets linger so a reused fd number is never misread
 
 CLONE_NEWNET = 0x40000000
@@ -29,7 +36,8 @@ _libc = ctypes.CDLL(None, use_errno=True)
 
 
 class Sandbox:
-    __slots__ = ("name", "netns", "ident", "udp", "tcp", "view", "error")
+    __slots__ = ("name", "netns", "ident", "udp", "tcp", "view", "error", "ports",
+                 "watch", "how")
 
     def __init__(self, name, netns):
         self.name, self.netns = name, netns
@@ -37,58 +45,103 @@ class Sandbox:
         self.udp = self.tcp = None
         self.view = None
         self.error = None               # last error text, logged once per change
+        self.ports = None               # (udp, tcp) private ports redirected from :53
+        self.watch = None               # netlink socket: the namespace's ruleset changes
+        self.how = None                 # "nftables" or "iptables": what wrote the redirect
 
 
-def open_sockets(items):
-    """Create the listening sockets inside each namespace.
+def in_namespaces(items, work, timeout=30):
+    """Run ``work(name)`` inside each namespace of ``items`` ((name, netns path)) and
+    return ``{name: its result or error text}``.
 
-    ``items`` is a list of (name, netns path). One throwaway thread setns()es from
-    namespace to namespace and ends there, so no thread that lives on ever leaves the
-    host namespace. Returns ``{name: (udp, tcp, ident) or error text}``.
-    """
+    One throwaway thread setns()es from namespace to namespace and ends there, so no
+    thread that lives on ever leaves the host namespace. ``work`` gets ``(name, st)``
+    (the namespace file's stat) and raises OSError on failure."""
     results = {}
 
-    def work():
+    def run():
         for name, path in items:
             fd = -1
-            udp = tcp = None
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
                 st = os.fstat(fd)
                 if _libc.setns(fd, CLONE_NEWNET) != 0:
                     err = ctypes.get_errno()
                     raise OSError(err, "setns: %s" % os.strerror(err))
-                udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                udp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-                try:
-                    udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 20)
-                except OSError:
-                    pass
-                udp.bind((LISTEN_ADDRESS, LISTEN_PORT))
-                udp.setblocking(False)
-                tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                tcp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
-                tcp.bind((LISTEN_ADDRESS, LISTEN_PORT))
-                tcp.listen(128)
-                tcp.setblocking(False)
-                results[name] = (udp, tcp, (st.st_dev, st.st_ino))
+                results[name] = work(name, st)
             except OSError as e:
-                for s in (udp, tcp):
-                    if s is not None:
-                        s.close()
                 results[name] = "%s: %s" % (path, e.strerror or e)
             finally:
                 if fd >= 0:
                     os.close(fd)
 
-    th = threading.Thread(target=work, name="netns-open", daemon=True)
+    th = threading.Thread(target=run, name="netns-work", daemon=True)
     try:
         th.start()
     except RuntimeError as e:            # can't start new thread: retried later
         return {name: "cannot start a thread: %s" % e for name, _path in items}
-    th.join(30)
+    th.join(timeout)
     return results
+
+
+def _bind_pair(port):
+    """A UDP and a TCP socket on 127.0.0.11:``port`` (0: each its own free port)."""
+    udp = tcp = None
+    try:
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        try:
+            udp.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 1 << 20)
+        except OSError:
+            pass
+        udp.bind((LISTEN_ADDRESS, port))
+        udp.setblocking(False)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        tcp.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+        tcp.bind((LISTEN_ADDRESS, port))
+        tcp.listen(128)
+        tcp.setblocking(False)
+        return udp, tcp
+    except OSError:
+        for s in (udp, tcp):
+            if s is not None:
+                s.close()
+        raise
+
+
+def _open_in(name, st):
+    """(In the sandbox's namespace) the sockets at private ports and the redirect;
+    without a redirect, the sockets on port 53 itself."""
+    udp, tcp = _bind_pair(PRIVATE_PORT)
+    ports = (udp.getsockname()[1], tcp.getsockname()[1])
+    how, why = install_redirect(*ports)
+    if why is not None:
+        udp.close()
+        tcp.close()
+        log.warning("sandbox %s: no redirect of %s:%d (%s): listening there itself",
+                    name, LISTEN_ADDRESS, LISTEN_PORT, why)
+        udp, tcp = _bind_pair(LISTEN_PORT)
+        ports = None
+    watch = watch_socket() if how == "nftables" else None
+    return (udp, tcp, (st.st_dev, st.st_ino), ports, watch, how)
+
+
+def open_sockets(items):
+    """Create the listening sockets (and their redirect) inside each namespace.
+
+    ``items`` is a list of (name, netns path). Returns ``{name: (udp, tcp, ident,
+    ports, watch, how) or error text}`` (``ports``: the private (udp, tcp) ports, None
+    when the sockets listen on port 53 itself; ``watch``: see
+    ``redirect.watch_socket``; ``how``: what wrote the redirect)."""
+    return in_namespaces(items, _open_in)
+
+
+def _reassert_in(name, st, ports):
+    why = install_redirect(*ports)[1]
+    if why is not None:
+        raise OSError(0, why)
+    return None
 
 
 def _ns_ident(path):
@@ -117,6 +170,8 @@ class Listeners:
         self.views = {}                  # sandbox name -> view (read by TCP threads)
         self.udp_ep = select.epoll()
         self.tcp_ep = select.epoll()
+        self.watch_ep = select.epoll()   # the sandboxes' ruleset changes (main thread)
+        self.watches = {}                # fd -> sandbox name
         self.graveyard = []              # (close after, socket)
         self.stats = {"udp": 0, "tcp": 0, "forwarded": 0}
         self.beat = time.monotonic()     # the UDP loop's last poll (health check)
@@ -139,12 +194,20 @@ class Listeners:
             desired = {n: (sb.netns, sb.view) for n, sb in self.sandboxes.items()}
             scope = set(self.sandboxes)
         changed = not only_check
-        to_open = []
+        if names is not None:
+            self.check_redirects()      # a loss not seen by a tick yet: before the reply
+        to_open, unredirect = [], []
         for name in [n for n in scope if n in self.sandboxes]:
             if name not in desired:
-                self._close(self.sandboxes.pop(name))
+                sb = self.sandboxes.pop(name)
+                if sb.ports is not None and _ns_ident(sb.netns) == sb.ident:
+                    unredirect.append((name, sb.netns, sb.how))  # port 53 is free again
+                self._close(sb)
                 log.info("sandbox %s removed", name)
                 changed = True
+        if unredirect:
+            self._unredirect(unredirect)
+        reassert = []
         for name, (netns, view) in desired.items():
             sb = self.sandboxes.get(name)
             if sb is None:
@@ -159,6 +222,11 @@ class Listeners:
                 changed = True
             if sb.udp is None:
                 to_open.append((name, netns))
+            elif names is not None and sb.ports is not None and sb.watch is None:
+                reassert.append((name, netns))   # unwatched (iptables): the engine's step
+                #                                  writes it again, whatever became of it
+        if reassert:
+            self._reassert(reassert)
         if to_open:
             for name, res in open_sockets(to_open).items():
                 sb = self.sandboxes[name]
@@ -168,7 +236,10 @@ class Listeners:
                                     name, LISTEN_ADDRESS, LISTEN_PORT, res)
                     sb.error = res
                     continue
-                sb.udp, sb.tcp, sb.ident = res
+                sb.udp, sb.tcp, sb.ident, sb.ports, sb.watch, sb.how = res
+                if sb.watch is not None:
+                    self.watch_ep.register(sb.watch.fileno(), select.EPOLLIN)
+                    self.watches[sb.watch.fileno()] = name
                 sb.error = None
                 self.udp_ep.register(sb.udp.fileno(), select.EPOLLIN)
                 self.tcp_ep.register(sb.tcp.fileno(), select.EPOLLIN)
@@ -190,6 +261,47 @@ class Listeners:
                 log.info("config applied: %d sandboxes (%d listening), %.1f ms",
                          len(self.sandboxes), len(udp), (time.monotonic() - t0) * 1000)
 
+    @staticmethod
+    def _unredirect(items):
+        """Remove the redirects of ``items`` ((name, netns, how)): port 53 is as it was."""
+        if items:
+            how = {name: h for name, _netns, h in items}
+            in_namespaces([item[:2] for item in items],
+                          lambda name, _st: remove_redirect(how[name]))
+
+    def _reassert(self, items):
+        """Write the redirect of listening sandboxes ``items`` again (one atomic batch
+        each, replacing their table): a flushed or deleted table is back."""
+        ports = {name: self.sandboxes[name].ports for name, _netns in items}
+        for name, res in in_namespaces(
+                items, lambda n, st: _reassert_in(n, st, ports[n])).items():
+            sb = self.sandboxes[name]
+            if res is not None and sb.error != res:
+                log.warning("sandbox %s: cannot write the redirect of %s:%d: %s", name,
+                            LISTEN_ADDRESS, LISTEN_PORT, res)
+            sb.error = res
+
+    def check_redirects(self):
+        """Write again the redirects deleted or flushed since the last call (main
+        thread, every tick: one epoll poll while no sandbox's ruleset changes)."""
+        if not self.watches:
+            return
+        try:
+            events = self.watch_ep.poll(0)
+        except OSError:
+            return
+        items = []
+        for fd, _ev in events:
+            sb = self.sandboxes.get(self.watches.get(fd))
+            if sb is None or sb.watch is None or sb.ports is None:
+                continue
+            if redirect_lost(sb.watch):
+                log.warning("sandbox %s: its redirect of %s:%d was removed: writing it "
+                            "again", sb.name, LISTEN_ADDRESS, LISTEN_PORT)
+                items.append((sb.name, sb.netns))
+        if items:
+            self._reassert(items)
+
     def report(self, names):
         """``(listening, errors)`` of sandboxes ``names``: those whose sockets are open,
         and ``{name: error}`` of those that cannot listen."""
@@ -208,8 +320,15 @@ class Listeners:
             except (OSError, ValueError):
                 pass
             self.graveyard.append((time.monotonic() + SOCKET_CLOSE_GRACE, s))
-        sb.udp = sb.tcp = None
-        sb.ident = None
+        if sb.watch is not None:
+            self.watches.pop(sb.watch.fileno(), None)
+            try:
+                self.watch_ep.unregister(sb.watch.fileno())
+            except (OSError, ValueError):
+                pass
+            sb.watch.close()
+        sb.udp = sb.tcp = sb.watch = None
+        sb.ident = sb.ports = sb.how = None
 
     def reap(self, now):
         """Close the sockets whose grace time is over."""
@@ -223,7 +342,10 @@ class Listeners:
             self.graveyard = keep
 
     def close_all(self):
-        """Close every sandbox's sockets at once (the daemon stops)."""
+        """Remove the redirects and close every sandbox's sockets (the daemon stops: a
+        daemon started next, of this release or another, finds port 53 as it was)."""
+        self._unredirect([(name, sb.netns, sb.how) for name, sb in self.sandboxes.items()
+                          if sb.ports is not None and _ns_ident(sb.netns) == sb.ident])
         for sb in self.sandboxes.values():
             for s in (sb.udp, sb.tcp):
                 if s is not None:
