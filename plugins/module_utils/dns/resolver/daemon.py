@@ -33,6 +33,7 @@ from .wire import import_dnspython
 POLL_INTERVAL = 0.2          # config / resolv.conf stat interval (changes live within 1 s)
 NETNS_CHECK_INTERVAL = 1.0   # namespace inode check and retry of missing namespaces
 HEALTH_MAX_AGE = 5.0         # a serving loop that did not poll for this long is stuck
+FRAGMENT_GRACE = 0.6         # sandbox files just changed: wait this long for the engine
 
 
 class Server:
@@ -53,6 +54,7 @@ class Server:
             self.apply_request, self.stop)
         self.cfg = {}
         self.cfg_stamp = None
+        self.dir_seen = self.dir_seen_at = None  # the sandbox files' stamp, first seen
         self.last_netns_check = 0.0
         self.threads = []
 
@@ -93,6 +95,8 @@ class Server:
         now = time.monotonic()
         stamp = self.files.stamp()
         changed = force
+        if stamp != self.cfg_stamp and not force and self._engine_will_tell(stamp, now):
+            stamp = self.cfg_stamp
         if stamp != self.cfg_stamp:
             self.cfg_stamp = stamp
             cfg = self.files.load_config()
@@ -122,6 +126,17 @@ class Server:
             log.error("health check: %s not serving", ", ".join(failed))
         return {"ok": not failed, "failed": failed,
                 "age_ms": {n: round((now - b) * 1000, 1) for n, b in beats.items()}}
+
+    def _engine_will_tell(self, stamp, now):
+        """Only the sandbox files changed, just now: the engine names the ones it wrote
+        on the control socket right after writing them, which rebuilds one sandbox's
+        answers instead of every sandbox's; wait FRAGMENT_GRACE for that (a change by
+        anything else is still applied within a second)."""
+        if self.cfg_stamp is None or stamp[0] != self.cfg_stamp[0]:
+            return False
+        if self.dir_seen != stamp[1]:
+            self.dir_seen, self.dir_seen_at = stamp[1], now
+        return now - self.dir_seen_at < FRAGMENT_GRACE
 
     def apply_request(self, op, names):
         """A control request (control thread): ``health``; ``reload`` everything, or
