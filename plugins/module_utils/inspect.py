@@ -29,7 +29,9 @@ def network(net, endpoints, sandboxes):
         "Driver": net.driver,
         "EnableIPv4": net.enable_ipv4,
         "EnableIPv6": net.enable_ipv6,
-        "IPAM": {"Driver": net.ipam_driver, "Options": dict(net.ipam_options),
+        # Docker prints null IPAM options for its predefined networks, {} for the others
+        "IPAM": {"Driver": net.ipam_driver,
+                 "Options": None if net.predefined else dict(net.ipam_options),
                  "Config": config},
         "Internal": net.internal,
         "Attachable": net.attachable,

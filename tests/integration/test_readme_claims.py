@@ -264,8 +264,10 @@ def _docker_fixture():
 
 
 def _our_inspect(host):
-    """Our inspect of the fixture's three networks, each with one sandbox attached."""
+    """Our inspect of the fixture's networks (the default bridge, a user, an internal and
+    an ICC-off network), each with one sandbox attached."""
     eng = HostEngine(host)
+    eng.endpoint(sandbox="legacy")  # the default bridge, made on first use
     eng.network(name="app")
     eng.network(name="backend", internal=True)
     eng.network(name="noicc",
@@ -273,7 +275,7 @@ def _our_inspect(host):
     for net, sandbox in (("app", "web"), ("backend", "db"), ("noicc", "worker")):
         eng.endpoint(network=net, sandbox=sandbox)
     return {net["Name"]: net for net in eng.network_info().data["networks"]
-            if net["Name"] in ("app", "backend", "noicc")}
+            if net["Name"] in ("bridge", "app", "backend", "noicc")}
 
 
 @pytest.fixture
@@ -283,7 +285,7 @@ def inspected(host):
 
 def test_inspect_has_every_key_of_docker_network_inspect_with_its_json_type(inspected):
     docker, ours = inspected
-    assert sorted(ours) == ["app", "backend", "noicc"]
+    assert sorted(ours) == ["app", "backend", "bridge", "noicc"]
     for name in ours:
         missing, dummy, types = shape_differences(json_shape(docker[name]),
                                                   json_shape(ours[name]))
@@ -291,6 +293,9 @@ def test_inspect_has_every_key_of_docker_network_inspect_with_its_json_type(insp
     assert ours["backend"]["Internal"] is True
     assert ours["noicc"]["Options"] == docker["noicc"]["Options"]
     assert ours["app"]["IPAM"]["Options"] == {}
+    assert ours["bridge"]["IPAM"]["Options"] is None  # as Docker prints its default bridge
+    options = dict(docker["bridge"]["Options"], **{"com.docker.network.bridge.name": "cnm0"})
+    assert ours["bridge"]["Options"] == options
 
 
 @pytest.mark.xfail(strict=True, reason="ours also prints EnableIPv4 (a Docker 28 key), "

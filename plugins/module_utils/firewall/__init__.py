@@ -6,6 +6,7 @@ command is). Backends are imported lazily so a run pays only for the one it uses
 """
 from ..constants import FIREWALL_BACKENDS
 from ..errors import DependencyError, ValidationError
+from ..host_packages import install_hint
 
 
 def get_backend(name):
@@ -49,6 +50,7 @@ def _auto():
         if backend.works():
             return backend
         reasons.append("%s: %s" % (name, refused))
-    raise DependencyError("firewall_backend auto: no usable firewall (%s); install "
-                          "nftables or iptables, or set firewall_backend: none"
-                          % "; ".join(reasons))
+    raise DependencyError("firewall_backend auto: no usable firewall (%s); %s, or %s, or "
+                          "set firewall_backend: none" % ("; ".join(reasons),
+                                                          install_hint("nftables"),
+                                                          install_hint("iptables")))

@@ -9,6 +9,7 @@ a port is a pure delta (no read); creating or removing a network reads the famil
 import os
 
 from ..errors import DependencyError, KernelError
+from ..host_packages import install_hint
 from . import iptables_nft
 from . import render_iptables as R
 from .base import (FirewallBackend, find_tool, kernel_drift, legacy_rules_warning,
@@ -51,7 +52,7 @@ class IptablesBackend(FirewallBackend):
                 self.tools[family] = (restore, save)
         if 4 not in self.tools:
             raise DependencyError("iptables backend: iptables-restore and iptables-save "
-                                  "are not installed")
+                                  "are not installed: %s" % install_hint("iptables"))
 
     def works(self):
         """True when iptables-save can read the kernel's tables."""

@@ -10,6 +10,7 @@ import os
 
 from ..constants import CHAIN_USER, NFT_TABLE
 from ..errors import DependencyError, KernelError
+from ..host_packages import install_hint
 from . import render_nftables as R
 from .base import (FirewallBackend, find_tool, kernel_drift, legacy_rules_warning,
                    prepare_kernel, removed_mappings, run_tool)
@@ -47,7 +48,8 @@ class NftRunner:
         self.exe = None if self.lib else find_tool("nft")
         if self.lib is None and self.exe is None:
             raise DependencyError("nftables backend: neither the python3-nftables binding "
-                                  "nor the nft executable is available")
+                                  "nor the nft executable is available: %s"
+                                  % install_hint("nftables"))
 
     def run(self, script, dry_run=False):
         """Apply ``script`` as one transaction. Raises KernelError with nft's message."""
