@@ -3,6 +3,7 @@ and nothing made or changed (links, addresses, routes, namespaces, store, rules,
 resolver files). One named case per defect found by feeding ~430 odd arguments to the
 modules; ``test_property_bad_input.py`` generates the rest.
 """
+import hashlib
 import os
 
 import pytest
@@ -16,12 +17,21 @@ MTU = "com.docker.network.driver.mtu"
 
 
 def full_snapshot(host):
-    """Everything a refused task must leave as it was."""
+    """Everything a refused task must leave as it was: links, addresses, routes, the
+    store's rows, every engine file with its content (resolver and name files), the
+    nft ruleset."""
     files = []
     for top in (host.state_dir, host.run_dir):
         for dirpath, dummy, names in os.walk(top):
-            files += [os.path.relpath(os.path.join(dirpath, n), top) for n in names
-                      if not n.endswith(("-wal", "-shm", ".lock", ".log"))]
+            for name in names:
+                path = os.path.join(dirpath, name)
+                if name.endswith(("-wal", "-shm", ".lock", ".log")):
+                    continue
+                content = None  # the store's file is compared as rows (snapshot)
+                if os.path.isfile(path) and not name.endswith(".db"):
+                    with open(path, "rb") as fh:
+                        content = hashlib.sha256(fh.read()).hexdigest()
+                files.append((os.path.relpath(path, top), content))
     rules = host.run(["nft", "list", "ruleset"]).stdout
     links = sorted(link["ifname"] for link in host.ip_json("link"))
     return {"snapshot": snapshot(host), "files": sorted(files), "rules": rules,
