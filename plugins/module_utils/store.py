@@ -30,6 +30,7 @@ CREATE INDEX IF NOT EXISTS endpoints_by_sandbox ON endpoints (sandbox_id);
 CREATE INDEX IF NOT EXISTS networks_by_state ON networks (json_extract(doc, '$.state'));
 CREATE INDEX IF NOT EXISTS sandboxes_by_state ON sandboxes (json_extract(doc, '$.state'));
 CREATE INDEX IF NOT EXISTS endpoints_by_state ON endpoints (json_extract(doc, '$.state'));
+CREATE INDEX IF NOT EXISTS sandboxes_by_shares ON sandboxes (json_extract(doc, '$.shares'));
 CREATE TABLE IF NOT EXISTS ports (
     endpoint_id TEXT NOT NULL, network_id TEXT NOT NULL, sandbox_name TEXT,
     host_port INTEGER NOT NULL, doc TEXT NOT NULL);

@@ -1,6 +1,7 @@
 """Docker parity and safety, observed in the kernel and with packets: the bridge's MAC
 is pinned, published ports need a firewall, and keys not given in an ``ipam.config``
 entry are not compared."""
+import os
 import subprocess
 
 import pytest
@@ -226,6 +227,16 @@ def test_a_container_mode_sidecar_shares_the_owners_namespace(host):
         "link show dev eth0", sandbox="sidecar")[0]["address"]
     with greeters(host, [8085], sandbox="main", name="main"):
         assert tcp_answer(host, "127.0.0.1", 8085, sandbox="sidecar") == "hello from main 8085"
+    # the owner's name files (resolv.conf with 127.0.0.11, hosts, hostname), kept in step
+
+    def name_file(sandbox, name):
+        with open(os.path.join(host.run_dir, "sandboxes", sandbox, name)) as fh:
+            return fh.read()
+    for name in ("resolv.conf", "hosts", "hostname"):
+        assert name_file("sidecar", name) == name_file("main", name)
+    assert "nameserver 127.0.0.11" in name_file("sidecar", "resolv.conf")
+    eng.dns(sandbox="main", extra_hosts=["legacy:10.9.9.9"])
+    assert "10.9.9.9\tlegacy" in name_file("sidecar", "hosts")
     with pytest.raises(CnmError) as err:
         eng.endpoint(network="app", sandbox="sidecar")
     assert err.value.field == "sandbox"

@@ -15,7 +15,7 @@ import sys
 from .. import constants as C
 from ..errors import CnmError, DependencyError, KernelError
 from ..host_packages import install_hint, python_library_missing
-from ..model import Endpoint, Network, gateway_for
+from ..model import Endpoint, Network, Sandbox, gateway_for
 from .session import Session
 
 DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the resolver
@@ -187,7 +187,7 @@ def sync(engine, sandboxes=(), full=False):
     Returns True when anything on disk changed. Raises KernelError when the resolver
     reports it cannot listen in one of the sandboxes.
     """
-    from ..dns import files, service
+    from ..dns import service
     run_dir = engine.run_dir
     if not os.path.isdir(service.resolver_paths(run_dir)["fragments"]):
         # first DNS change on this host, after a reboot emptied run_dir, or after an
@@ -213,10 +213,29 @@ def sync(engine, sandboxes=(), full=False):
     elif config_changed or names:
         _tell_resolver(run_dir, names, config_changed, sandboxes)
     for sb in sandboxes:
-        if sb.mode != "own" or engine.store.get("sandboxes", sb.id) is None:
+        if sb.mode == "host" or engine.store.get("sandboxes", sb.id) is None:
             continue
-        changed |= bool(files.write_sandbox_files(file_dirs(engine, sb),
-                                                  render_files(engine, sb)))
+        changed |= _write_name_files(engine, sb)
+    return changed
+
+
+def _write_name_files(engine, sb):
+    """Write the resolv.conf, hosts and hostname of ``sb`` and of the sandboxes sharing
+    its namespace (``network_mode: container:``: the owner's files, as Docker gives a
+    container-mode sidecar its owner's); a sharer itself gets its owner's. Returns True
+    when a file changed. One index lookup for the sharers."""
+    from ..dns import files
+    owner = sb
+    if sb.mode == "container":
+        owner = Sandbox.from_doc(engine.store.get("sandboxes", sb.shares))
+        if owner is None:
+            return False
+    rendered = render_files(engine, owner)
+    changed = bool(files.write_sandbox_files(file_dirs(engine, owner), rendered))
+    for doc in engine.store.all("sandboxes", "json_extract(doc, '$.shares') = ?",
+                                (owner.id,)):
+        sharer = Sandbox.from_doc(doc)
+        changed |= bool(files.write_sandbox_files(file_dirs(engine, sharer), rendered))
     return changed
 
 
