@@ -53,6 +53,47 @@ options:
     type: str
     choices: [auto, nftables, iptables, none]
     default: auto
+  cluster_store:
+    description:
+      - The etcd v3 endpoints of the cluster store, as URLs like V(http://10.0.0.5:2379).
+      - Needed by overlay networks (O(cnm.core.cnm_network#module:driver=overlay)), which
+        keep their definition, addresses and endpoints there. Local networks never use it.
+      - If not set, the E(CNM_CLUSTER_STORE) environment variable is used (comma-separated).
+    type: list
+    elements: str
+  cluster_store_tls:
+    description:
+      - TLS files for https endpoints of the cluster store.
+    type: dict
+    suboptions:
+      ca:
+        description: CA certificate that signed the etcd servers' certificates.
+        type: path
+      cert:
+        description: Client certificate (with O(cluster_store_tls.key)).
+        type: path
+      key:
+        description: Key of the client certificate.
+        type: path
+  cluster_store_auth:
+    description:
+      - User name and password of the cluster store, when etcd has authentication on.
+    type: dict
+    suboptions:
+      username:
+        description: The etcd user.
+        type: str
+      password:
+        description: Its password (never logged).
+        type: str
+  advertise_address:
+    description:
+      - This host's underlay IPv4 address, used as its VXLAN endpoint (VTEP) and as its
+        name in the cluster store.
+      - If not set, the E(CNM_ADVERTISE_ADDRESS) environment variable is used, and if that
+        is not set either, the source address of the route to the first cluster store
+        endpoint.
+    type: str
 notes:
   - The common options O(state_dir), O(run_dir), O(netns_dir) and O(firewall_backend) can be
     set once for all modules of this collection with C(module_defaults) and the action group

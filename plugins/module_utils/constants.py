@@ -40,6 +40,27 @@ DEFAULT_BRIDGE_OPTIONS = {OPT_DEFAULT_BRIDGE: "true", OPT_ENABLE_ICC: "true",
                           OPT_ENABLE_IP_MASQUERADE: "true", OPT_HOST_BINDING_IPV4: "0.0.0.0",
                           OPT_BRIDGE_NAME: DEFAULT_BRIDGE_DEVICE, OPT_MTU: "1500"}
 
+# --- overlay networks (scope global, VXLAN between hosts) ---------------------------------
+OVERLAY_DRIVER = "overlay"
+# Drivers whose sandboxes hang off a Linux bridge by veth: firewalled, NATed, ports published.
+BRIDGED_DRIVERS = ("bridge", OVERLAY_DRIVER)
+OVERLAY_BRIDGE_PREFIX = "ov-"                 # + network id[:12]: the per-host bridge
+OVERLAY_VXLAN_PREFIX = "vx-"                  # + network id[:12]: its VXLAN port
+OPT_VXLANID_LIST = "com.docker.network.driver.overlay.vxlanid_list"
+OPT_ENCRYPTED = "encrypted"                   # Docker's --opt encrypted
+VXLAN_PORT = 4789
+VXLAN_OVERHEAD = 50                           # outer IPv4 + UDP + VXLAN + inner Ethernet
+ENV_CLUSTER_STORE = "CNM_CLUSTER_STORE"
+ENV_ADVERTISE_ADDRESS = "CNM_ADVERTISE_ADDRESS"
+AGENT_DIR = "agent"                           # under state_dir: installed agent code
+AGENT_PACKAGE = "cnm_agent"                   # under AGENT_DIR: copy of the engine files it runs
+AGENT_RUNNER = "cnm-agent.py"
+AGENT_RUN_SUBDIR = "agent"                    # under run_dir: config, pidfile, log
+AGENT_CONFIG_FILE = "config.json"
+AGENT_PIDFILE = "agent.pid"
+AGENT_LOGFILE = "agent.log"
+AGENT_REMOTE_PREFIX = "~remote-"              # resolver files of endpoints on other hosts
+
 # --- IPAM -----------------------------------------------------------------------------
 # Docker's default local address pools: 172.17-31/16, then 192.168.0.0/16 in /20s.
 DEFAULT_ADDRESS_POOLS = [*({"base": "172.%d.0.0/16" % n, "size": 16} for n in range(17, 32)),

@@ -9,6 +9,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
+from . import constants as C
+
 # Object lifecycle states: a row is written with CREATING *before* the kernel is
 # touched (intent), and becomes READY when the kernel work is done. A row found in
 # CREATING by a later run belongs to a run that died: it is rolled back.
@@ -66,6 +68,11 @@ class Network(_Doc):
     firewall: dict = field(default_factory=dict)     # last applied NetworkRules.to_dict()
     predefined: bool = False
     created_parent: bool = False  # macvlan/ipvlan: this network made its <link>.<vid> parent
+    # overlay (scope global): this host's instance of a network defined in the cluster
+    vni: int = 0                  # VXLAN network identifier (from the cluster definition)
+    vxlan: str = ""               # the VXLAN device, a port of ``bridge``
+    vtep: str = ""                # this host's VTEP address (advertise_address)
+    underlay: str = ""            # the link that holds ``vtep``
     state: str = READY
 
     @property
@@ -108,6 +115,12 @@ class Endpoint(_Doc):
     bandwidth: dict = field(default_factory=dict)  # validation.bandwidth: bit/s, bytes
     created: str = ""
     state: str = READY
+
+
+def is_bridged(network):
+    """True for a network whose sandboxes hang off a Linux bridge by veth (bridge,
+    overlay): it gets firewall rules, NAT and published ports."""
+    return network.driver in C.BRIDGED_DRIVERS
 
 
 def gateway_cidrs(network):

@@ -32,7 +32,9 @@ options:
     default: present
   driver:
     description:
-      - Network driver. V(bridge) (default), V(macvlan), V(ipvlan).
+      - Network driver. V(bridge) (default), V(macvlan), V(ipvlan), V(overlay).
+      - V(overlay) makes a global network shared by every host using the same
+        O(cluster_store) (VXLAN between hosts, addresses allocated cluster-wide).
       - V(host) and V(null) are the predefined networks V(host) and V(none).
       - Changing the driver of an existing network needs O(force=true).
     type: str
@@ -116,7 +118,13 @@ notes:
   - Without an IPv4 subnet in O(ipam.config) the network gets a free one from Docker's
     default pools, which hold 31 networks (15 /16s, then 16 /20s); more networks need
     explicit subnets.
-  - The V(overlay) driver is not implemented and is refused. V(ipvlan) needs a kernel with
+  - V(overlay) networks (Scope V(global)) are defined once in the cluster store (etcd) and
+    instantiated on each host that runs this task; a different definition of the same
+    name fails naming the field. Subnets without O(ipam) come from V(10.0.0.0/8) in /24s.
+    Each host gets a bridge V(ov-<id>) and a VXLAN port V(vx-<id>) (UDP 4789, MTU of the
+    underlay minus 50). Removing it on one host removes that host's instance; the
+    definition goes with the last host, or at once with O(force=true).
+  - V(ipvlan) needs a kernel with
     ipvlan support; V(macvlan) and V(ipvlan) need the key V(parent) in O(driver_options)
     (an existing host interface, or C(<iface>.<vid>) to have the VLAN sub-interface made).
   - A network with O(internal=true) has no default route, no masquerade and no published
@@ -212,6 +220,7 @@ actions:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.engine import Engine
 
 
 def main():
@@ -238,7 +247,7 @@ def main():
             driver_options=dict(type="dict"),
             force=dict(type="bool", default=False),
         ),
-        "network",
+        "network", Engine,
     )
 
 

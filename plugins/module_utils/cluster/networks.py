@@ -121,6 +121,11 @@ class ClusterNetworks:
         kvs, dummy = self.client.range(prefix, prefix=True, keys_only=True)
         return sorted(KeyLayout.last_part(kv.key, prefix) for kv in kvs)
 
+    def member_vteps(self, definition):
+        """The VTEP addresses of the member hosts (a host is named by its advertise
+        address, which is its VTEP): the flood list. Raises ClusterUnavailableError."""
+        return self.members(definition)
+
     # --- creating and joining -----------------------------------------------------------
     def create(self, request, host):
         """Create global network ``request["name"]`` (from ``network_request``) if it

@@ -2,18 +2,21 @@
 
 Used by the endpoint, sandbox and network operations and by crash recovery; best
 effort: it goes on past each failure and returns the errors."""
+from .. import constants as C
 from ..drivers import get_driver
 from ..errors import CnmError
 from ..firewall.model import PortMapping
+from ..model import is_bridged
 from ..netns import namespace
 from .dns_sync import DnsSync, file_dirs
 from .firewall_sync import FirewallSync
 from .namespaces import Namespaces
+from .overlay import Overlay
 from .routes import Routes
 from .undo import checkpoint
 
 
-class Detach(Namespaces, Routes, FirewallSync, DnsSync):
+class Detach(Namespaces, Routes, FirewallSync, DnsSync, Overlay):
     """Removal of endpoints and sandboxes (interfaces, rules, addresses, rows, files)."""
 
     def _drop_endpoint(self, net, sb, ep, best_effort=False, interfaces=True):
@@ -30,8 +33,10 @@ class Detach(Namespaces, Routes, FirewallSync, DnsSync):
             except Exception as exc:
                 errors.append(str(exc))
         old_ports = None
-        if net is not None and ep.ports and net.driver == "bridge":
+        if net is not None and ep.ports and is_bridged(net):
             old_ports = [PortMapping.from_dict(p) for p in ep.ports]
+        if net is not None and net.driver == C.OVERLAY_DRIVER:
+            errors += self._overlay_release(net, ep)  # its peer record and addresses
         with self.store.transaction():
             if old_ports is not None:
                 self._intend_ports(net, ep.id, old_ports)

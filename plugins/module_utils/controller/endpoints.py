@@ -12,7 +12,7 @@ from ..firewall.model import PortMapping
 from ..ipam.allocator import pool_containing
 from ..ipam.config import PoolConfig, normalise_address
 from ..ipam.mac import generate_mac, mac_from_ip, normalise_mac
-from ..model import CREATING, Endpoint, READY, Sandbox, new_id, now_rfc3339
+from ..model import CREATING, Endpoint, READY, Sandbox, is_bridged, new_id, now_rfc3339
 from ..netns import namespace
 from .detach import Detach
 from .network_create import NetworkCreate
@@ -134,7 +134,7 @@ class Endpoints(Detach, NetworkCreate):
                 ep.ifname = spec["ifname"]
             else:
                 ep.ifname = self._next_ifname(used)
-            if net.driver == "bridge":
+            if is_bridged(net):
                 ep.host_ifname = C.HOST_VETH_PREFIX + ep.id[:8]
         elif spec.get("ifname") or spec.get("ipv4") or spec.get("ipv6") or spec.get("mac"):
             keys = {"interface_name": "ifname", "ipv4_address": "ipv4",
@@ -151,9 +151,13 @@ class Endpoints(Detach, NetworkCreate):
             raise ValidationError(NO_ALIASES % net.name, field="aliases")
         if uses_resolver(net) and not self.check_mode:
             require_dnspython()  # before anything is made that would need the resolver
+        overlay = net.driver == C.OVERLAY_DRIVER
         # validate the addresses before anything is made (a dry run on a copy)
-        self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
-                               dataclasses.replace(ep, static={}), spec, persist=False)
+        if overlay:
+            self._overlay_check_static(net, spec)   # the cluster's IPAM decides the rest
+        else:
+            self._assign_addresses(dataclasses.replace(net, ipam_last=dict(net.ipam_last)),
+                                   dataclasses.replace(ep, static={}), spec, persist=False)
         # then record them as intent (outside check mode) and act
         with Undo() as undo:  # a failure runs the undo steps, newest first
             if not self.check_mode:
@@ -163,7 +167,10 @@ class Endpoints(Detach, NetworkCreate):
                 self._save_endpoint(ep)
                 undo.push("forget endpoint", self.store.delete, "endpoints", ep.id)
                 undo.push("release addresses", self.store.release, net.id, None, ep.id)
-            self._assign_addresses(net, ep, spec)
+            if not overlay:
+                self._assign_addresses(net, ep, spec)
+            elif not self.check_mode:
+                self._overlay_assign(net, ep, spec, undo)
             if driver.has_interface:
                 if spec.get("mac"):
                     ep.mac = spec["mac"]
@@ -193,6 +200,8 @@ class Endpoints(Detach, NetworkCreate):
             with self.store.transaction():
                 self._save_endpoint(ep)
                 self._intend_dns(sb)
+            if overlay:
+                self._overlay_publish(net, sb, ep)   # other hosts program it from this
         checkpoint("attach-before-dns")
         self._sync_dns_safely(result, sb)
         return result
@@ -239,6 +248,10 @@ class Endpoints(Detach, NetworkCreate):
                                           % (net.name, address.version),
                                           field="%s_address" % key)
                 target.reserve(address, "%s_address" % key)
+        if readdress and net.driver == C.OVERLAY_DRIVER:
+            raise ValidationError("the address of an endpoint on overlay network %s is the "
+                                  "cluster's: detach and attach again to change it"
+                                  % net.name, field="%s_address" % sorted(readdress)[0])
         # drift
         drift = []
         sandbox_missing = not namespace.is_netns(sb.netns_path)
@@ -247,7 +260,7 @@ class Endpoints(Detach, NetworkCreate):
         else:
             drift += driver.endpoint_drift(net, sb, ep, self.netlink)
             drift += self._route_drift(sb)
-        if net.driver == "bridge" and not sandbox_missing:
+        if is_bridged(net) and not sandbox_missing:
             bridge_drift = driver.network_drift(net, self.netlink)
             drift += bridge_drift
         result = Result(data={"endpoint": shape.endpoint(ep, net, sb)})
@@ -264,7 +277,7 @@ class Endpoints(Detach, NetworkCreate):
             driver.teardown_endpoint(net, sb, ep, self.netlink)
             ep.ifname = spec["ifname"]
         old_ports = None
-        if readdress and ep.ports and net.driver == "bridge":
+        if readdress and ep.ports and is_bridged(net):
             old_ports = [PortMapping.from_dict(p) for p in ep.ports]
         for key, address in readdress.items():
             old = getattr(ep, key)
@@ -296,13 +309,15 @@ class Endpoints(Detach, NetworkCreate):
             self._intend_dns(sb)
         if sandbox_missing:
             self._repair_sandbox(sb)
-        if net.driver == "bridge":
+        if is_bridged(net):
             driver.setup_network(net, self.netlink)
         driver.setup_endpoint(net, sb, ep, self.netlink)
         self._sync_routes(sb)
         if old_ports is not None:
             self._sync_ports(net, old_ports, [PortMapping.from_dict(p) for p in ep.ports],
                              ep.id)
+        if net.driver == C.OVERLAY_DRIVER:
+            self._overlay_publish(net, sb, ep)   # names or MAC may have changed
         self._sync_dns_safely(result, sb)
         result.data["endpoint"] = shape.endpoint(ep, net, sb)
         return result

@@ -8,6 +8,7 @@ import dataclasses
 from .. import constants as C
 from .. import validation as V
 from ..firewall.model import NetworkRules, PortMapping
+from ..model import is_bridged
 from .session import Session
 
 INTENT_FIREWALL = "firewall"
@@ -18,7 +19,7 @@ class FirewallSync(Session):
 
     def _firewall_rules(self, net, endpoints=None):
         """The whole desired rule set of ``net`` as data (None: no rules for it)."""
-        if net.driver != "bridge":
+        if not is_bridged(net):
             return None
         if endpoints is None:
             docs = [p for row in self.store.published_ports(net.id) for p in row[3]]
@@ -42,7 +43,7 @@ class FirewallSync(Session):
         that change ports pass ``old_ports``: the network's mappings before the change
         (and may pass ``new_ports``, the mappings after it, to save a store read).
         """
-        if net.driver != "bridge" or self.firewall.name == "none":
+        if not is_bridged(net) or self.firewall.name == "none":
             return
         if remove:
             new = None
@@ -72,7 +73,7 @@ class FirewallSync(Session):
         intent with the mappings the kernel holds until then (``before``), so a run
         killed before ``_sync_ports`` is rolled forward by the next run (recovery.py).
         Nothing in check mode or without firewall."""
-        if self.check_mode or net.driver != "bridge" or self.firewall.name == "none":
+        if self.check_mode or not is_bridged(net) or self.firewall.name == "none":
             return
         key = "%s/%s" % (net.id, endpoint_id)
         if self.store.intent(INTENT_FIREWALL, key) is None:  # keep the oldest ``before``
@@ -95,7 +96,7 @@ class FirewallSync(Session):
 
     def _apply_ports(self, net, before, after):
         """The firewall work of ``_sync_ports``."""
-        if net.driver != "bridge" or self.firewall.name == "none":
+        if not is_bridged(net) or self.firewall.name == "none":
             return
         current = self._firewall_rules(net, [])
         if not net.firewall or rules_base(current) != net.firewall:
@@ -123,7 +124,7 @@ class FirewallSync(Session):
             self.store.clear_intent(INTENT_FIREWALL, key)
 
     def _firewall_drift(self, net):
-        if net.driver != "bridge" or self.firewall.name == "none":
+        if not is_bridged(net) or self.firewall.name == "none":
             return []
         rules = self._firewall_rules(net)
         return self.firewall.check(rules)

@@ -112,6 +112,24 @@ class NetworkRebuild(Detach, Addresses):
         undo.push("make network %s again" % cur.name, old_driver.setup_network, cur,
                   self.netlink)
 
+    def _drop_network(self, net, best_effort=False):
+        """Remove rules, kernel objects, allocations and the row of ``net`` (a network
+        removed, or one a dead run left ``creating``). Returns the errors; raises
+        CnmError with them unless ``best_effort``."""
+        errors = []
+        try:
+            self._sync_firewall(net, remove=True)
+        except CnmError as exc:
+            errors.append(str(exc))
+        driver = get_driver(net.driver)
+        self._hand_over_parent(driver, net)
+        errors += driver.teardown_network(net, self.netlink)
+        self.store.release(net.id)
+        self.store.delete("networks", net.id)
+        if errors and not best_effort:
+            raise CnmError("; ".join(errors))
+        return errors
+
     def _hand_over_parent(self, driver, net):
         """Before ``net``'s kernel objects go: a parent link it made that another network
         still uses passes to that network (``Driver.parent_handover``)."""

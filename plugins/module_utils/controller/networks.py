@@ -4,17 +4,19 @@ from .. import constants as C, validation as V
 from ..difference import DifferenceTracker
 from ..drivers import get_driver
 from ..errors import CnmError, ConflictError, ValidationError
-from ..model import Network
+from ..model import is_bridged
 from ..netns import namespace
 from .firewall_sync import rules_base
+from . import reader
 from .network_create import NetworkCreate
 from .network_options import desired_network, merged_network, network_differences
 from .network_rebuild import NetworkRebuild
+from .overlay_networks import OverlayNetworks
 from .result import Result
 from .session import PREDEFINED
 
 
-class Networks(NetworkRebuild, NetworkCreate):
+class Networks(OverlayNetworks, NetworkRebuild, NetworkCreate):
     """The network operations."""
 
     def network(self, params):
@@ -50,7 +52,18 @@ class Networks(NetworkRebuild, NetworkCreate):
         if state == "absent":
             if existing is None:
                 return Result(data={"network": None})
+            if existing.driver == C.OVERLAY_DRIVER:
+                return self._remove_overlay(existing, bool(params.get("force")))
             return self._remove_network(existing, bool(params.get("force")))
+        if existing is not None and (existing.driver == C.OVERLAY_DRIVER) != (
+                desired.driver == C.OVERLAY_DRIVER):
+            raise ValidationError("network %s exists with driver %s; a change between "
+                                  "local and global scope needs it removed first"
+                                  % (name, existing.driver), field="driver")
+        if desired.driver == C.OVERLAY_DRIVER:
+            if existing is None:
+                return self._create_overlay(desired, params)
+            return self._update_overlay(existing, desired, params)
         if existing is None:
             return self._create_network(desired)
         return self._update_network(existing, desired, params)
@@ -67,7 +80,7 @@ class Networks(NetworkRebuild, NetworkCreate):
         fw_drift = self._firewall_drift(cur)
         drift = driver.network_drift(cur, self.netlink) + fw_drift
         ep_drift = []
-        if not rebuild and cur.driver == "bridge" and any("bridge" in d for d in drift):
+        if not rebuild and is_bridged(cur) and any("bridge" in d for d in drift):
             # a re-created bridge needs its veths enslaved again
             for ep in self._endpoints(network_id=cur.id):
                 sb = self._sandbox_by_id(ep.sandbox_id)
@@ -105,7 +118,7 @@ class Networks(NetworkRebuild, NetworkCreate):
             for ep, sb in ep_drift:
                 driver.setup_endpoint(cur, sb, ep, self.netlink)
                 self._sync_routes(sb)
-            if cur.driver == "bridge":
+            if is_bridged(cur):
                 if fw_drift:
                     # rules deleted by hand (or a flush): put this network's back whole
                     rules = self._firewall_rules(cur)
@@ -114,7 +127,7 @@ class Networks(NetworkRebuild, NetworkCreate):
                     self._save_network(cur)
                 else:
                     self._sync_firewall(cur)
-            if inplace and cur.driver == "bridge":
+            if inplace and is_bridged(cur):
                 for ep in self._endpoints(network_id=cur.id):
                     sb = self._sandbox_by_id(ep.sandbox_id)
                     if sb and namespace.is_netns(sb.netns_path):
@@ -152,22 +165,6 @@ class Networks(NetworkRebuild, NetworkCreate):
             result.warnings.extend(errors)
         return result
 
-    def _drop_network(self, net, best_effort=False):
-        """Remove rules, kernel objects, allocations and the row of ``net``."""
-        errors = []
-        try:
-            self._sync_firewall(net, remove=True)
-        except CnmError as exc:
-            errors.append(str(exc))
-        driver = get_driver(net.driver)
-        self._hand_over_parent(driver, net)
-        errors += driver.teardown_network(net, self.netlink)
-        self.store.release(net.id)
-        self.store.delete("networks", net.id)
-        if errors and not best_effort:
-            raise CnmError("; ".join(errors))
-        return errors
-
     def network_info(self, params):
         """cnm_network_info: networks by ``name`` or ``filters`` (driver, label, name).
 
@@ -177,26 +174,4 @@ class Networks(NetworkRebuild, NetworkCreate):
         return self._run(self._network_info, params)
 
     def _network_info(self, params):
-        nets = [Network.from_doc(d) for d in self.store.all("networks")]
-        name = params.get("name")
-        filters = params.get("filters") or {}
-        if name:
-            prefix = name if len(name) >= 12 else None
-            nets = [n for n in nets if name in (n.name, n.id) or (
-                prefix and n.id.startswith(prefix))]
-        for key, value in filters.items():
-            values = value if isinstance(value, list) else [value]
-            if key == "driver":
-                nets = [n for n in nets if n.driver in values]
-            elif key == "name":
-                nets = [n for n in nets if any(v in n.name for v in values)]
-            elif key == "label":
-                def has(n, spec):
-                    k, dummy, v = str(spec).partition("=")
-                    return k in n.labels and (not v or n.labels[k] == v)
-                nets = [n for n in nets if all(has(n, v) for v in values)]
-            else:
-                raise ValidationError("unknown filter %r (driver, label, name)" % key,
-                                      field="filters.%s" % key)
-        out = [self._inspect_network(n) for n in nets]
-        return Result(data={"exists": bool(out), "networks": out})
+        return reader.network_info(self.store, params)

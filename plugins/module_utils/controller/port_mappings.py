@@ -5,6 +5,7 @@ from .. import constants as C
 from .. import validation as V
 from ..errors import CnmError, NotFoundError, ValidationError
 from ..firewall.model import PortMapping
+from ..model import is_bridged
 from .firewall_sync import FirewallSync
 from .result import Result
 from .undo import checkpoint
@@ -50,7 +51,7 @@ class PortMappings(FirewallSync):
                                     % (sandbox, network), field="network")
             return sb, net, ep
         bridged = [(e, self._network_by_id(e.network_id)) for e in eps]
-        bridged = [(e, n) for e, n in bridged if n and n.driver == "bridge"]
+        bridged = [(e, n) for e, n in bridged if n and is_bridged(n)]
         if not bridged:
             raise ValidationError("sandbox %s has no endpoint on a bridge network to publish "
                                   "ports from" % sandbox, field="sandbox")

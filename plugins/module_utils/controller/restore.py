@@ -1,5 +1,5 @@
 """Firewall restore: every bridge network's rules re-made from the store in one go."""
-from ..model import Network, READY
+from ..model import Network, READY, is_bridged
 from .firewall_sync import FirewallSync, rules_base
 from .result import Result
 
@@ -19,7 +19,7 @@ class Restore(FirewallSync):
 
     def _restore_firewall(self):
         nets = [Network.from_doc(d) for d in self.store.all("networks")]
-        nets = [n for n in nets if n.driver == "bridge" and n.state == READY]
+        nets = [n for n in nets if is_bridged(n) and n.state == READY]
         result = Result(data={"networks": [n.name for n in nets]})
         if self.firewall.name == "none" or not nets:
             return result

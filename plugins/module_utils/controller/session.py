@@ -25,7 +25,8 @@ class Session(object):
     """One operation's session: store, netlink, firewall, check mode; lookups and saves."""
 
     def __init__(self, state_dir=C.DEFAULT_STATE_DIR, run_dir=C.DEFAULT_RUN_DIR,
-                 netns_dir=C.DEFAULT_NETNS_DIR, firewall_backend="auto", check_mode=False):
+                 netns_dir=C.DEFAULT_NETNS_DIR, firewall_backend="auto", check_mode=False,
+                 cluster=None):
         self.state_dir = state_dir
         self.run_dir = run_dir
         self.netns_dir = netns_dir
@@ -36,6 +37,10 @@ class Session(object):
         self._firewall = None
         self._read_only = False
         self._repairs = []  # what the open hook rolled forward (or would, in check mode)
+        # cluster_store, cluster_store_tls, cluster_store_auth, advertise_address: read
+        # only when a global network is touched (overlay.py opens the store then)
+        self.cluster_options = dict(cluster or {})
+        self._cluster_handles = None
 
     def _open(self):
         fresh = not os.path.exists(os.path.join(self.state_dir, C.STORE_FILE))
@@ -53,6 +58,9 @@ class Session(object):
         store did not exist. The top layer (``recovery.py``) fills it in."""
 
     def _close(self):
+        if self._cluster_handles:
+            self._cluster_handles[0].close()
+            self._cluster_handles = None
         if self.netlink:
             self.netlink.close()
         if self.store:

@@ -4,11 +4,12 @@ from .bridge import BridgeDriver
 from .host import HostDriver
 from .macvlan import IpvlanDriver, MacvlanDriver
 from .null import NullDriver
+from .overlay import OverlayDriver
 
 _DRIVERS = {d.name: d for d in (BridgeDriver, HostDriver, NullDriver, MacvlanDriver,
-                                IpvlanDriver)}
+                                IpvlanDriver, OverlayDriver)}
 # Known to Docker but not implemented here yet: refused with a clear error.
-_NOT_YET = ("overlay",)
+_NOT_YET = ()
 
 
 def driver_names():

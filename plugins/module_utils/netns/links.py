@@ -179,6 +179,30 @@ class Handle:
             if netlink_errno(exc) not in (errno.ESRCH, errno.ENOENT):
                 raise KernelError("delete default route: %s" % exc)
 
+    # -- VXLAN and bridge ports (the overlay driver) ------------------------------------
+    def add_vxlan(self, ifname, vni, local, parent_index, mtu, master=None):
+        """Create VXLAN link ``ifname`` (VNI ``vni``, local VTEP ``local`` on underlay
+        link ``parent_index``, UDP 4789, learning off), enslaved to ``master``; returns
+        its index. Raises KernelError."""
+        from .rtnl import Rtnl
+        self._call("create vxlan %s" % ifname, self.rtnl.add_link, ifname, "vxlan", mtu=mtu,
+                   master=master, data=Rtnl.vxlan_data(vni, local, parent_index))
+        return self.index(ifname)
+
+    def vxlan(self, ifname):
+        """``{"vni", "local", "port", "learning", "link"}`` of VXLAN link ``ifname`` or
+        None."""
+        return self._call("look up vxlan %s" % ifname, self.rtnl.vxlan_info, ifname)
+
+    def set_port_flags(self, index, learning=None, neigh_suppress=None):
+        """Bridge port flags: MAC learning, ARP/ND suppression."""
+        self._call("set bridge port flags", self.rtnl.set_brport, index, learning,
+                   neigh_suppress)
+
+    def port_flags(self, index):
+        """``{"learning", "neigh_suppress"}`` of bridge port ``index`` or None."""
+        return self._call("read bridge port flags", self.rtnl.brport, index)
+
     def _call(self, what, func, *args, **kwargs):
         try:
             return func(*args, **kwargs)

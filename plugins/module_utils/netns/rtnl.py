@@ -22,11 +22,13 @@ NLM_F_DUMP = NLM_F_ROOT | NLM_F_MATCH
 NLM_F_REPLACE = 0x100
 NLM_F_EXCL = 0x200
 NLM_F_CREATE = 0x400
+NLM_F_APPEND = 0x800
 NLA_F_NESTED = 0x8000
 # rtnetlink message types
 RTM_NEWLINK, RTM_DELLINK, RTM_GETLINK, RTM_SETLINK = 16, 17, 18, 19
 RTM_NEWADDR, RTM_DELADDR, RTM_GETADDR = 20, 21, 22
 RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
+RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 # link attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
 IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD = 12, 18, 28
@@ -35,7 +37,14 @@ IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_VLAN_ID, IFLA_VLAN_PROTOCOL = 1, 5
 ETH_P_8021Q, ETH_P_8021AD = 0x8100, 0x88A8
 VETH_INFO_PEER = 1
-IFLA_BRPORT_MODE = 4
+IFLA_BRPORT_MODE, IFLA_BRPORT_LEARNING, IFLA_BRPORT_NEIGH_SUPPRESS = 4, 8, 32
+# vxlan link data
+IFLA_VXLAN_ID, IFLA_VXLAN_LINK, IFLA_VXLAN_LOCAL = 1, 3, 4
+IFLA_VXLAN_LEARNING, IFLA_VXLAN_PORT = 7, 15
+# neighbour (and bridge FDB) entries
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
+NTF_SELF, NTF_MASTER = 0x02, 0x04
 IFF_UP = 0x1
 AF_BRIDGE = 7
 # address attributes
@@ -51,6 +60,7 @@ _HDR = struct.Struct("=IHHII")       # nlmsghdr: len, type, flags, seq, pid
 _IFINFO = struct.Struct("=BxHiII")   # ifinfomsg: family, type, index, flags, change
 _IFADDR = struct.Struct("=BBBBI")    # ifaddrmsg: family, prefixlen, flags, scope, index
 _RTMSG = struct.Struct("=BBBBBBBBI")  # rtmsg
+_NDMSG = struct.Struct("=BxxxiHBB")   # ndmsg: family, ifindex, state, flags, type
 
 
 class NetlinkError(OSError):
@@ -218,6 +228,44 @@ class Rtnl:
             data += _attr(IFLA_VLAN_PROTOCOL, struct.pack(">H", protocol))
         return data
 
+    @staticmethod
+    def vxlan_data(vni, local, parent_index, port=4789):
+        """IFLA_INFO_DATA of a VXLAN link: VNI, local VTEP address (IPv4), the underlay
+        link, destination UDP port, and learning off (peers come from the cluster
+        store as static FDB entries, never from flooding)."""
+        import ipaddress
+        return (_u32(IFLA_VXLAN_ID, vni) + _u32(IFLA_VXLAN_LINK, parent_index)
+                + _attr(IFLA_VXLAN_LOCAL, ipaddress.IPv4Address(local).packed)
+                + _attr(IFLA_VXLAN_LEARNING, b"\0")
+                + _attr(IFLA_VXLAN_PORT, struct.pack(">H", port)))
+
+    def vxlan_info(self, ifname):
+        """``{"vni", "local", "port", "learning", "link"}`` of VXLAN link ``ifname``, or
+        None when it is missing or no VXLAN."""
+        import ipaddress
+        try:
+            replies = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, 0, 0, 0)
+                                   + _str(IFLA_IFNAME, ifname))
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+        for kind, body in replies:
+            info = parse_attrs(parse_attrs(body, _IFINFO.size).get(IFLA_LINKINFO, b""))
+            if info.get(IFLA_INFO_KIND, b"").rstrip(b"\0") != b"vxlan":
+                return None
+            data = parse_attrs(info.get(IFLA_INFO_DATA, b""))
+            local = data.get(IFLA_VXLAN_LOCAL)
+            return {"vni": struct.unpack("=I", data[IFLA_VXLAN_ID])[0]
+                    if IFLA_VXLAN_ID in data else None,
+                    "local": str(ipaddress.IPv4Address(local)) if local else None,
+                    "port": struct.unpack(">H", data[IFLA_VXLAN_PORT])[0]
+                    if IFLA_VXLAN_PORT in data else None,
+                    "learning": bool(data.get(IFLA_VXLAN_LEARNING, b"\1")[0]),
+                    "link": struct.unpack("=I", data[IFLA_VXLAN_LINK])[0]
+                    if IFLA_VXLAN_LINK in data else None}
+        return None
+
     def set_link(self, index, up=None, master=None, mtu=None, mac=None, ifname=None):
         """RTM_NEWLINK on an existing link: state, master, MTU, MAC, name."""
         flags = change = 0
@@ -251,6 +299,74 @@ class Rtnl:
                 mode = parse_attrs(attrs[IFLA_PROTINFO]).get(IFLA_BRPORT_MODE)
                 return bool(mode and mode[0])
         return False
+
+    def set_brport(self, index, learning=None, neigh_suppress=None):
+        """Bridge port flags of ``index``: MAC learning, ARP/ND suppression."""
+        flags = b""
+        if learning is not None:
+            flags += _attr(IFLA_BRPORT_LEARNING, bytes([1 if learning else 0]))
+        if neigh_suppress is not None:
+            flags += _attr(IFLA_BRPORT_NEIGH_SUPPRESS, bytes([1 if neigh_suppress else 0]))
+        self.request(RTM_SETLINK, 0, _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0)
+                     + _nested(IFLA_PROTINFO, flags))
+
+    def brport(self, index):
+        """``{"learning", "neigh_suppress"}`` of bridge port ``index`` (None: no port)."""
+        for kind, body in self.request(RTM_GETLINK, 0, _IFINFO.pack(AF_BRIDGE, 0, 0, 0, 0),
+                                       dump=True):
+            if kind != RTM_NEWLINK or _IFINFO.unpack_from(body)[2] != index:
+                continue
+            info = parse_attrs(parse_attrs(body, _IFINFO.size).get(IFLA_PROTINFO, b""))
+            return {"learning": bool(info.get(IFLA_BRPORT_LEARNING, b"\1")[0]),
+                    "neigh_suppress": bool(info.get(IFLA_BRPORT_NEIGH_SUPPRESS, b"\0")[0])}
+        return None
+
+    # -- neighbours and bridge FDB entries -------------------------------------------------
+    def neighbours(self, family, index):
+        """Entries of interface ``index``: ``[{"dst", "mac", "state", "flags"}]``;
+        ``family`` AF_BRIDGE lists FDB entries (``dst``: the VTEP of a VXLAN entry),
+        AF_INET/AF_INET6 the neighbour table."""
+        import ipaddress
+        out = []
+        for kind, body in self.request(RTM_GETNEIGH, 0,
+                                       _NDMSG.pack(family, index, 0, 0, 0), dump=True):
+            if kind != RTM_NEWNEIGH:
+                continue
+            fam, ifindex, state, flags, dummy = _NDMSG.unpack_from(body)
+            if ifindex != index:
+                continue
+            attrs = parse_attrs(body, _NDMSG.size)
+            dst = attrs.get(NDA_DST)
+            lladdr = attrs.get(NDA_LLADDR)
+            out.append({"dst": str(ipaddress.ip_address(dst)) if dst else None,
+                        "mac": ":".join("%02x" % b for b in lladdr) if lladdr else None,
+                        "state": state, "flags": flags})
+        return out
+
+    def neighbour(self, add, family, index, mac=None, dst=None, state=NUD_PERMANENT,
+                  flags=0):
+        """Add (replace) or delete one entry: a neighbour (``family`` AF_INET/AF_INET6:
+        ``dst`` IP -> ``mac``) or an FDB entry (AF_BRIDGE: ``mac`` [-> VTEP ``dst``],
+        ``flags`` NTF_SELF for the VXLAN device's table, NTF_MASTER for the bridge's)."""
+        import ipaddress
+        attrs = b""
+        if dst is not None:
+            attrs += _attr(NDA_DST, ipaddress.ip_address(dst).packed)
+        if mac is not None:
+            attrs += _attr(NDA_LLADDR, _mac(mac))
+        body = _NDMSG.pack(family, index, state, flags, 0) + attrs
+        if add:
+            self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body)
+        else:
+            self.request(RTM_DELNEIGH, 0, body)
+
+    def neighbour_append(self, family, index, mac, dst, state=NUD_PERMANENT, flags=0):
+        """Add one more destination for ``mac`` (``bridge fdb append``: the VXLAN flood
+        list holds one all-zero entry per peer VTEP)."""
+        import ipaddress
+        attrs = _attr(NDA_DST, ipaddress.ip_address(dst).packed) + _attr(NDA_LLADDR, _mac(mac))
+        self.request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_APPEND,
+                     _NDMSG.pack(family, index, state, flags, 0) + attrs)
 
     def delete_link(self, ifname):
         self.request(RTM_DELLINK, 0, _IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname))

@@ -1,0 +1,212 @@
+"""Overlay networks: ``cnm_network`` with ``driver: overlay`` (scope global).
+
+A global network is defined once in the cluster store (id, subnets, VNI, options) and
+instantiated on each host where a task asks for it: the first host creates the
+definition, the others join it; a later create with a different definition fails naming
+the differing field. The host's instance is a local row (a copy of the definition plus
+this host's devices and VTEP), so reads and ``*_info`` work from SQLite alone. Removal
+on one host removes its instance and its membership; the definition goes with the last
+host, or at once with ``force``.
+
+Order of a create: everything validated (module options, the definition, this host's
+advertise address) -> the cluster's definition created or joined (one transaction) ->
+local row ``creating`` -> bridge + VXLAN -> firewall -> row ``ready`` -> peers
+programmed -> agent configured. A failure undoes its own steps newest first, leaving
+the cluster as it found it (a host that joined leaves again).
+"""
+from ..drivers import get_driver
+from ..errors import CnmError, ConflictError
+from ..model import CREATING, READY
+from .network_create import NetworkCreate
+from .network_rebuild import NetworkRebuild
+from .overlay import Overlay
+from .result import Result
+from .undo import Undo, checkpoint
+
+
+class OverlayNetworks(NetworkRebuild, NetworkCreate, Overlay):
+    """Create (or join), check and repair, and leave an overlay network on this host."""
+
+    def _overlay_request(self, params):
+        """The validated cluster request of ``params`` (``cluster/networks.py``)."""
+        from ..cluster.networks import network_request
+        return network_request(dict(params, driver="overlay"))
+
+    def _create_overlay(self, desired, params):
+        """This host's instance of overlay network ``params['name']``: the cluster's
+        definition created or joined, the devices made. Returns a Result. Raises
+        ValidationError/ConflictError naming the field, ClusterUnavailableError naming
+        the endpoints tried, KernelError."""
+        request = self._overlay_request(params)
+        dummy, networks, dummy = self._cluster()
+        vtep, underlay, underlay_mtu = self._vtep()
+        if self.check_mode:
+            existing = networks.get(desired.name)   # read only: creates nothing
+            if existing is not None:
+                networks._check_same(existing, request)  # pylint: disable=protected-access
+            verb = "join" if existing else "create"
+            after = {"Name": desired.name, "Driver": "overlay", "Scope": "global"}
+            return Result(changed=True, diff={"before": {}, "after": after},
+                          actions=["%s global network %s (VTEP %s)" % (verb, desired.name,
+                                                                       vtep)],
+                          data={"network": after})
+        driver = get_driver("overlay")
+        self.firewall  # noqa: B018 - choose the backend before touching anything
+        with Undo() as undo:
+            definition, created = networks.create(request, vtep)
+            undo.push("leave global network %s" % desired.name, networks.leave,
+                      desired.name, vtep)
+            checkpoint("overlay-defined")
+            net = self._overlay_network(definition, vtep, underlay, underlay_mtu)
+            driver.validate(net, self.netlink)
+            other = self.store.get("networks", net.id)
+            if other is not None:
+                raise ConflictError("network id %s is already network %s here"
+                                    % (net.id[:12], other["name"]), field="name")
+            net.state = CREATING
+            self._save_network(net)
+            undo.push("forget network", self.store.delete, "networks", net.id)
+            driver.setup_network(net, self.netlink)
+            undo.push("remove devices", driver.teardown_network, net, self.netlink)
+            self._sync_firewall(net, [])
+            undo.push("remove firewall rules", self._sync_firewall, net, [], True)
+            net.state = READY
+            self._save_network(net)
+        result = Result(changed=True, diff={"before": {}, "after": self._inspect_network(net)},
+                        actions=["%s global network %s (VNI %d, %s, VTEP %s)" % (
+                            "create" if created else "join", net.name, net.vni,
+                            ", ".join(p["subnet"] for p in net.pools), vtep)])
+        self._overlay_after_change(net, result)
+        result.data["network"] = self._inspect_network(net)
+        return result
+
+    def _overlay_after_change(self, net, result):
+        """Peers programmed and the agent told; failures here are warnings (the agent
+        and the next run finish the job), never a half-made network."""
+        try:
+            self._overlay_sync_peers(net)
+        except CnmError as exc:
+            result.warnings.append("peers of %s not programmed yet: %s" % (net.name, exc))
+        try:
+            self._ensure_agent()
+        except (CnmError, OSError) as exc:
+            result.warnings.append("host agent: %s" % exc)
+
+    def _update_overlay(self, cur, desired, params):
+        """A run on an existing instance: the definition compared with the request
+        (a difference fails naming the field), membership, devices, firewall and peers
+        checked and repaired. When the store cannot be reached, the local copy is
+        checked alone and the result says so."""
+        request = self._overlay_request(params)
+        dummy, networks, dummy = self._cluster()
+        drift = []
+        warnings = []
+        try:
+            definition = networks.get(cur.name)
+            if definition is None or definition["id"] != cur.id:
+                drift.append("global network %s is gone from the cluster store" % cur.name)
+            else:
+                networks._check_same(definition, request)  # pylint: disable=protected-access
+                if cur.vtep not in networks.members(definition):
+                    drift.append("host %s is not a member in the cluster store" % cur.vtep)
+        except CnmError as exc:
+            if exc.field not in (None, "cluster_store"):
+                raise
+            definition = False
+            warnings.append("cluster store unreachable, only the local copy was checked: "
+                            "%s" % exc)
+        driver = get_driver(cur.driver)
+        drift += driver.network_drift(cur, self.netlink) + self._firewall_drift(cur)
+        if definition:
+            try:
+                drift += self._overlay_sync_peers(cur, check=True)
+            except CnmError as exc:
+                warnings.append(str(exc))
+        result = Result(changed=bool(drift), data={"network": self._inspect_network(cur)},
+                        actions=["repair: %s" % d for d in drift])
+        result.warnings.extend(warnings)
+        if not drift:
+            if not self.check_mode and definition:
+                self._ensure_agent()   # a host whose agent died catches up now
+            return result
+        result.diff = {"before": {"kernel": drift}, "after": {"kernel": []}}
+        if self.check_mode:
+            return result
+        if definition is None or (definition and definition["id"] != cur.id):
+            return self._recreate_overlay(cur, desired, params, result)
+        if definition and cur.vtep not in networks.members(definition):
+            networks.join(cur.name, cur.vtep)
+        driver.setup_network(cur, self.netlink)
+        for ep in self._endpoints(network_id=cur.id):
+            sb = self._sandbox_by_id(ep.sandbox_id)
+            if sb is not None:
+                from ..netns import namespace
+                if namespace.is_netns(sb.netns_path):
+                    driver.setup_endpoint(cur, sb, ep, self.netlink)
+        self._sync_firewall(cur)
+        if definition:
+            self._overlay_after_change(cur, result)
+        return result
+
+    def _recreate_overlay(self, cur, desired, params, result):
+        """The cluster lost the definition (removed with force elsewhere): this host's
+        stale instance goes, and a new one is made from the request."""
+        errors = self._remove_overlay_instance(cur, force=True, leave=False)
+        made = self._create_overlay(desired, params)
+        made.actions = result.actions + made.actions
+        made.warnings = result.warnings + errors + made.warnings
+        return made
+
+    def _remove_overlay(self, net, force):
+        """This host leaves overlay network ``net``: endpoints detached (``force``), the
+        instance removed, the membership dropped; the definition goes with the last
+        host, or at once with ``force``. Returns a Result."""
+        endpoints = self._endpoints(network_id=net.id)
+        if endpoints and not force:
+            names = sorted(ep.sandbox_name for ep in endpoints)
+            raise ConflictError("network %s has %d endpoint(s) attached (sandboxes: %s); "
+                                "detach them or set force: true"
+                                % (net.name, len(endpoints), ", ".join(names)),
+                                field="force")
+        self._cluster()   # a missing or malformed cluster_store fails before any change
+        before = self._inspect_network(net)
+        result = Result(changed=True, diff={"before": before, "after": {}},
+                        actions=[*("detach %s" % ep.sandbox_name for ep in endpoints),
+                                 "leave global network %s" % net.name],
+                        data={"network": None})
+        if self.check_mode:
+            return result
+        result.warnings.extend(self._remove_overlay_instance(net, force))
+        return result
+
+    def _remove_overlay_instance(self, net, force, leave=True):
+        """Detach, leave the cluster (unless ``leave`` is False), drop the local
+        instance and its remote names, reconfigure the agent. Returns errors."""
+        errors = []
+        touched = []
+        endpoints = self._endpoints(network_id=net.id)
+        self._intend_dns(*[self._sandbox_by_id(ep.sandbox_id) for ep in endpoints])
+        for ep in endpoints:
+            sb = self._sandbox_by_id(ep.sandbox_id)
+            errors += self._detach(net, sb, ep)
+            if sb is not None:
+                touched.append(sb)
+        if leave:
+            dummy, networks, dummy = self._cluster()
+            try:
+                networks.leave(net.name, net.vtep, force=force)
+            except CnmError as exc:
+                errors.append("cluster store: %s" % exc)
+        errors += self._drop_network(net, best_effort=True)
+        from ..cluster import peers
+        try:
+            peers.forget(self.run_dir, net.id)
+        except OSError as exc:
+            errors.append(str(exc))
+        try:
+            self._ensure_agent()
+        except (CnmError, OSError) as exc:
+            errors.append("host agent: %s" % exc)
+        probe = Result()
+        self._sync_dns_safely(probe, *touched)
+        return errors + probe.warnings
