@@ -8,14 +8,12 @@ would: ping and TCP between sandboxes on different hosts, ``dig @127.0.0.11``,
 """
 import json
 import os
-import subprocess
-import uuid
 
 import pytest
 
 from cluster_harness import EtcdCluster
 from engine_helpers import HostEngine
-from harness import eventually, in_netns, suffix
+from harness import eventually, in_netns, suffix, tcp_answer, tcp_greeter, wait_listening
 
 from ansible_collections.cnm.core.plugins.module_utils.cluster import agent_service
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
@@ -121,3 +119,195 @@ def test_a_second_run_changes_nothing_and_the_store_has_one_definition(fleet, ne
     vx = [l for l in a.ip_json("-d link show type vxlan")
           if l["ifname"].startswith("vx-")]
     assert vx and vx[0]["linkinfo"]["info_data"]["port"] == 4789
+
+
+def _dig(host, sb, name):
+    return host.sandbox_run(sb, "dig +short +time=1 +tries=1 @127.0.0.11 %s" % name,
+                            check=False).stdout.split()
+
+
+def _fdb_macs(host, net_id):
+    entries = json.loads(host.run("bridge -j fdb show dev vx-%s" % net_id[:12]).stdout or "[]")
+    return {e["mac"] for e in entries if e.get("dst")}
+
+
+def test_a_detach_on_one_host_is_gone_on_the_others_within_a_second(fleet, net):
+    a, b, c = fleet.hosts
+    for host, sb in ((a, "leaver"), (b, "stayer"), (c, "third")):
+        _engine(fleet, host).network(name=net, driver="overlay")
+        res = _engine(fleet, host).endpoint(sandbox=sb, network=net)
+    net_id = res.data["endpoint"]["NetworkID"]
+    leaver = _engine(fleet, a).endpoint(sandbox="leaver", network=net).data["endpoint"]
+    assert eventually(lambda: _dig(b, "stayer", "leaver") == [leaver["IPAddress"]])
+    assert leaver["MacAddress"] in _fdb_macs(c, net_id)
+    _engine(fleet, a).endpoint(sandbox="leaver", network=net, state="absent")
+    # no module run on b or c: their agents saw the change in etcd
+    assert eventually(lambda: _dig(b, "stayer", "leaver") == [], timeout=1.0)
+    assert eventually(lambda: _dig(c, "third", "leaver") == [], timeout=1.0)
+    assert eventually(lambda: leaver["MacAddress"] not in _fdb_macs(b, net_id), timeout=1.0)
+    assert eventually(lambda: leaver["MacAddress"] not in _fdb_macs(c, net_id), timeout=1.0)
+
+
+def test_a_killed_agent_is_restarted_by_the_next_module_run_and_catches_up(fleet, net):
+    a, b, dummy = fleet.hosts
+    for host, sb in ((a, "x1"), (b, "y1")):
+        _engine(fleet, host).network(name=net, driver="overlay")
+        _engine(fleet, host).endpoint(sandbox=sb, network=net)
+    pid = agent_service.agent_status(b.run_dir)["pid"]
+    assert agent_service.agent_status(b.run_dir)["running"]
+    os.kill(pid, 9)
+    assert eventually(lambda: not agent_service.agent_status(b.run_dir)["running"])
+    late = _engine(fleet, a).endpoint(sandbox="x2", network=net).data["endpoint"]
+    assert eventually(lambda: _dig(b, "y1", "x2") == [], timeout=1.0)  # nobody listens
+    res = _engine(fleet, b).sandbox(name="unrelated-%s" % suffix())  # any module run
+    assert any("host agent" in a for a in res.actions)
+    assert agent_service.agent_status(b.run_dir)["running"]
+    assert eventually(lambda: _dig(b, "y1", "x2") == [late["IPAddress"]], timeout=2.0)
+    assert b.ping(late["IPAddress"], sandbox="y1", timeout=3)
+
+
+def test_two_overlay_networks_are_isolated_on_every_host(fleet, net):
+    a, b, dummy = fleet.hosts
+    other = net + "b"
+    try:
+        for host, n, sb in ((a, net, "p1"), (b, net, "p2"), (a, other, "q1"), (b, other, "q2")):
+            _engine(fleet, host).network(name=n, driver="overlay")
+            _engine(fleet, host).endpoint(sandbox=sb, network=n)
+        ip = {sb: _engine(fleet, h).endpoint(sandbox=sb, network=n).data["endpoint"][
+            "IPAddress"] for h, n, sb in ((a, net, "p1"), (b, net, "p2"),
+                                          (a, other, "q1"), (b, other, "q2"))}
+        assert a.ping(ip["p2"], sandbox="p1", timeout=3)
+        assert a.ping(ip["q2"], sandbox="q1", timeout=3)
+        for src_host, src, dst in ((a, "q1", "p2"), (b, "q2", "p1"), (a, "q1", "p1"),
+                                   (a, "p1", "q2")):
+            assert not src_host.ping(ip[dst], sandbox=src, timeout=1), (src, dst)
+    finally:
+        for host in (a, b):
+            _engine(fleet, host).network(name=other, state="absent", force=True)
+
+
+def test_an_overlay_sandbox_reaches_the_lan_as_its_host_and_publishes_ports(fleet, net):
+    a, dummy, dummy = fleet.hosts
+    lan = fleet.client
+    _engine(fleet, a).network(name=net, driver="overlay")
+    _engine(fleet, a).endpoint(sandbox="web", network=net)
+    server = lan.popen(tcp_greeter(7001, "lan", idle=30, with_client=True))
+    try:
+        wait_listening(lan, 7001)
+        seen = tcp_answer(a, "10.77.0.2", 7001, sandbox="web", timeout=3)
+        assert seen == "hello from lan %s" % _lan_ip(a)
+    finally:
+        server.kill()
+        server.wait()
+    _engine(fleet, a).port_mapping(sandbox="web", network=net,
+                                   ports=[{"host_port": 8088, "container_port": 80}])
+    server = a.popen(tcp_greeter(80, "web", idle=30), sandbox="web")
+    try:
+        wait_listening(a, 80, sandbox="web")
+        assert tcp_answer(lan, _lan_ip(a), 8088, timeout=3) == "hello from web"
+    finally:
+        server.kill()
+        server.wait()
+
+
+def _etcd_keys(fleet, prefix):
+    with in_netns(fleet.client.path):
+        from ansible_collections.cnm.core.plugins.module_utils.cluster.client import (
+            EtcdClient, StoreConfig)
+        client = EtcdClient(StoreConfig(list(fleet.endpoints)))
+        try:
+            kvs, dummy = client.range(prefix, prefix=True, keys_only=True)
+        finally:
+            client.close()
+    return [kv.key for kv in kvs]
+
+
+def _cnm_links(host):
+    return [l["ifname"] for l in host.ip_json("link show")
+            if l["ifname"].startswith(("ov-", "vx-"))]
+
+
+def test_check_mode_on_a_fresh_fleet_predicts_and_creates_nothing(fleet, net):
+    for host in fleet.hosts:
+        res = _engine(fleet, host, check_mode=True).network(name=net, driver="overlay")
+        assert res.changed
+        res = _engine(fleet, host, check_mode=True).endpoint(sandbox="c1", network=net)
+        assert res.changed
+    assert _etcd_keys(fleet, "/cnm/v1/networks/%s" % net) == []
+    for host in fleet.hosts:
+        assert not [l for l in _cnm_links(host) if net in l]
+        assert "c1" not in host.sandboxes()
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"driver_options": {"com.docker.network.driver.overlay.vxlanid_list": "0"}},
+     "driver_options.com.docker.network.driver.overlay.vxlanid_list"),
+    ({"driver_options": {"com.docker.network.driver.overlay.vxlanid_list": "16777215"}},
+     "driver_options.com.docker.network.driver.overlay.vxlanid_list"),
+])
+def test_bad_vnis_are_refused_naming_the_field_and_nothing_is_made(fleet, net, params, field):
+    a = fleet.hosts[0]
+    before = _cnm_links(a)
+    with pytest.raises(CnmError) as err:
+        _engine(fleet, a).network(name=net, driver="overlay", **params)
+    assert err.value.field == field
+    assert _cnm_links(a) == before
+    assert _etcd_keys(fleet, "/cnm/v1/networks/%s" % net) == []
+
+
+def test_an_overlapping_subnet_is_refused_and_nothing_is_made(fleet, net):
+    a, b, dummy = fleet.hosts
+    _engine(fleet, a).network(name=net, driver="overlay",
+                              ipam={"config": [{"subnet": "10.250.0.0/24"}]})
+    before = _cnm_links(b)
+    with pytest.raises(CnmError) as err:
+        _engine(fleet, b).network(name=net + "x", driver="overlay",
+                                  ipam={"config": [{"subnet": "10.250.0.128/25"}]})
+    assert err.value.field.startswith("ipam.config[0]")
+    assert _cnm_links(b) == before
+    assert _etcd_keys(fleet, "/cnm/v1/networks/%sx" % net) == []
+
+
+def test_overlay_without_a_cluster_store_is_refused(fleet, net):
+    a = fleet.hosts[0]
+    with pytest.raises(CnmError) as err:
+        ClusterEngine(a, {}).network(name=net, driver="overlay")
+    assert err.value.field == "cluster_store"
+    assert not [l for l in _cnm_links(a) if net in l]
+
+
+def test_an_unreachable_store_fails_naming_the_endpoints_tried(fleet, net):
+    a = fleet.hosts[0]
+    dead = ["http://10.77.0.250:2379", "http://10.77.0.251:2379"]
+    with pytest.raises(CnmError) as err:
+        ClusterEngine(a, {"cluster_store": dead, "advertise_address": _lan_ip(a)}).network(
+            name=net, driver="overlay")
+    assert "10.77.0.250" in str(err.value) and "10.77.0.251" in str(err.value)
+    assert not [l for l in _cnm_links(a) if net in l]
+
+
+def test_missing_tls_files_are_refused_naming_the_field(fleet, net, tmp_path):
+    a = fleet.hosts[0]
+    opts = {"cluster_store": ["https://10.77.0.11:2379"],
+            "cluster_store_tls": {"ca": str(tmp_path / "nope.pem")}}
+    with pytest.raises(CnmError) as err:
+        ClusterEngine(a, opts).network(name=net, driver="overlay")
+    assert err.value.field == "cluster_store_tls.ca"
+
+
+def test_removing_the_network_everywhere_leaves_nothing(fleet, net):
+    hosts = fleet.hosts
+    for host in hosts:
+        _engine(fleet, host).network(name=net, driver="overlay")
+        res = _engine(fleet, host).endpoint(sandbox="z", network=net)
+    net_id = res.data["endpoint"]["NetworkID"]
+    assert _etcd_keys(fleet, "/cnm/v1/")
+    for host in hosts:
+        _engine(fleet, host).network(name=net, state="absent", force=True)
+    for host in hosts:
+        assert not [l for l in _cnm_links(host) if net_id[:12] in l]
+        fdb = json.loads(host.run("bridge -j fdb show").stdout or "[]")
+        assert not [e for e in fdb if net_id[:12] in e.get("ifname", "")]
+        assert host.run("ip xfrm state").stdout.strip() == ""
+    keys = _etcd_keys(fleet, "/cnm/v1/")
+    assert not [k for k in keys if net_id in k or k.endswith("/networks/%s" % net)]

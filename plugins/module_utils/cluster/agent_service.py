@@ -13,16 +13,14 @@ import hashlib
 import json
 import os
 import signal
-import subprocess
 import sys
-import time
 
 from .. import constants as C
 from ..dns.files import atomic_write
 from ..errors import CnmError
+from .agent_process import (agent_paths, agent_status, runs_code, start_agent,
+                            stop_agent)
 
-START_TIMEOUT = 3.0
-STOP_TIMEOUT = 3.0
 # The engine files the agent runs, relative to module_utils/ (a unit test keeps this in
 # line with the imports of agent.py and with _import_agent below).
 AGENT_FILES = ("__init__.py", "constants.py", "errors.py", "validation.py",
@@ -43,14 +41,6 @@ from %s.cluster.agent import main  # noqa: E402
 
 raise SystemExit(main())
 ''' % (C.AGENT_PACKAGE, C.AGENT_PACKAGE)
-
-
-def agent_paths(run_dir):
-    """``{"dir", "config", "pidfile", "log"}`` under ``<run_dir>/agent`` (absolute)."""
-    d = os.path.join(os.path.abspath(run_dir), C.AGENT_RUN_SUBDIR)
-    return {"dir": d, "config": os.path.join(d, C.AGENT_CONFIG_FILE),
-            "pidfile": os.path.join(d, C.AGENT_PIDFILE),
-            "log": os.path.join(d, C.AGENT_LOGFILE)}
 
 
 def _import_agent():
@@ -105,25 +95,6 @@ def install_agent(state_dir):
     return runner, digest
 
 
-def agent_status(run_dir):
-    """``{"running": bool, "pid": int or None}`` from the pidfile (a pid whose command
-    line is not our agent's does not count)."""
-    paths = agent_paths(run_dir)
-    try:
-        with open(paths["pidfile"]) as f:
-            pid = int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return {"running": False, "pid": None}
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            cmdline = f.read().split(b"\0")
-    except OSError:
-        return {"running": False, "pid": pid}
-    ours = any(arg.endswith(C.AGENT_RUNNER.encode()) for arg in cmdline) and \
-        paths["config"].encode() in cmdline
-    return {"running": ours, "pid": pid}
-
-
 def write_config(run_dir, config):
     """Write the agent's configuration (mode 0600) if it differs; True when changed."""
     paths = agent_paths(run_dir)
@@ -138,81 +109,25 @@ def ensure_agent(state_dir, run_dir, config, python=sys.executable):
     any. Returns "started", "reloaded" or None (it ran already, nothing changed).
     Raises CnmError when it does not start (the message carries its log's end)."""
     runner, digest = install_agent(state_dir)
-    paths = agent_paths(run_dir)
     config_changed = write_config(run_dir, config)
     status = agent_status(run_dir)
-    if status["running"] and _runs_code(status["pid"], digest):
+    if status["running"] and runs_code(status["pid"], digest):
         if config_changed:
             os.kill(status["pid"], signal.SIGHUP)
             return "reloaded"
         return None
     if status["running"]:
         stop_agent(run_dir)
-    with open(paths["log"], "ab") as log:
-        proc = subprocess.Popen([python, runner, "--config", paths["config"]],
-                                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                start_new_session=True, close_fds=True, cwd="/",
-                                env=dict(os.environ, CNM_AGENT_CODE=digest))
-    atomic_write(paths["pidfile"], "%d\n" % proc.pid)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise CnmError("the host agent exited at once (%s): %s"
-                           % (proc.returncode, _log_tail(paths)))
-        if os.path.exists(paths["pidfile"] + ".ready"):
-            break
-        time.sleep(0.02)
+    start_agent(python, runner, digest, run_dir)
     return "started"
 
 
-def _runs_code(pid, digest):
-    """Whether the running agent started from the runner stamped ``digest``."""
+def retire_agent(run_dir):
+    """The host has no overlay network left: stop the agent and remove its
+    configuration (so no later run revives it). Returns True when it was running."""
+    ran = stop_agent(run_dir)
     try:
-        with open("/proc/%d/environ" % pid, "rb") as f:
-            env = f.read()
-    except OSError:
-        return True
-    marker = b"CNM_AGENT_CODE="
-    if marker not in env:
-        return True
-    return (marker + digest.encode()) in env.split(b"\0")
-
-
-def stop_agent(run_dir):
-    """Stop the agent by its pid (SIGTERM, then SIGKILL). Returns True if it ran."""
-    paths = agent_paths(run_dir)
-    status = agent_status(run_dir)
-    for suffix in ("", ".ready"):
-        try:
-            os.unlink(paths["pidfile"] + suffix)
-        except OSError:
-            pass
-    if not status["running"]:
-        return False
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 1.0)):
-        try:
-            os.kill(status["pid"], sig)
-        except ProcessLookupError:
-            return True
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not os.path.exists("/proc/%d" % status["pid"]) or _zombie(status["pid"]):
-                return True
-            time.sleep(0.02)
-    return True
-
-
-def _zombie(pid):
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return True
-
-
-def _log_tail(paths, lines=5):
-    try:
-        with open(paths["log"], errors="replace") as f:
-            return " | ".join(f.read().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
+        os.unlink(agent_paths(run_dir)["config"])
+    except FileNotFoundError:
+        pass
+    return ran

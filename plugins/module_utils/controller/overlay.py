@@ -208,5 +208,5 @@ class Overlay(Session):
         from ..cluster import agent_service
         config = self._agent_config()
         if not config["networks"]:
-            return "stopped" if agent_service.stop_agent(self.run_dir) else None
+            return "stopped" if agent_service.retire_agent(self.run_dir) else None
         return agent_service.ensure_agent(self.state_dir, self.run_dir, config)

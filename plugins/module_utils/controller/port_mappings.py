@@ -84,9 +84,10 @@ class PortMappings(FirewallSync):
         if state == "absent" and self._sandbox(sandbox) is None:
             return Result(data={"ports": {}})
         sb, net, ep = self._port_endpoint(sandbox, network)
-        if net.driver != "bridge":
-            raise ValidationError("ports can only be published on bridge networks (network "
-                                  "%s uses %s)" % (net.name, net.driver), field="network")
+        if not is_bridged(net):
+            raise ValidationError("ports can only be published on bridge and overlay "
+                                  "networks (network %s uses %s)" % (net.name, net.driver),
+                                  field="network")
         current = sorted(PortMapping.from_dict(d) for d in ep.ports)
         if state == "present":
             elsewhere = self._published(ep, requested)

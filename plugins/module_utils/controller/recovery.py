@@ -29,6 +29,11 @@ class Recovery(Networks):
                 self._repairs.append("DNS: the resolver is not running")
         elif self._revive_resolver() and not self._read_only:
             self._repairs.append("DNS: the resolver was not running; started")
+        if self.check_mode:
+            if not self._read_only and self._agent_missing():
+                self._repairs.append("overlay: the host agent is not running")
+        elif self._revive_agent() and not self._read_only:
+            self._repairs.append("overlay: the host agent was not running; started")
 
     def _recover(self):
         """Undo what a run that died half-way left behind (rows still ``creating``)."""
@@ -99,3 +104,19 @@ class Recovery(Networks):
             return ensure_running(self)
         except CnmError:
             return False
+
+    def _revive_agent(self):
+        """A host with overlay networks whose agent died (kill -9, reboot): any module
+        run starts it again from its configuration, and it catches up with the store.
+        True when it was started; a failure leaves it to the overlay operations."""
+        from ..cluster.agent_process import revive_agent
+        try:
+            return revive_agent(self.state_dir, self.run_dir)
+        except (CnmError, OSError):
+            return False
+
+    def _agent_missing(self):
+        """True when this host's agent is configured but not running (check mode)."""
+        from ..cluster.agent_process import agent_configured, agent_status
+        return agent_configured(self.state_dir, self.run_dir) and \
+            not agent_status(self.run_dir)["running"]
