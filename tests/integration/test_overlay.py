@@ -311,3 +311,27 @@ def test_removing_the_network_everywhere_leaves_nothing(fleet, net):
         assert host.run("ip xfrm state").stdout.strip() == ""
     keys = _etcd_keys(fleet, "/cnm/v1/")
     assert not [k for k in keys if net_id in k or k.endswith("/networks/%s" % net)]
+
+
+def test_removing_a_host_from_the_cluster_frees_its_addresses(fleet, net):
+    a, b, dummy = fleet.hosts
+    for host, sb in ((a, "keep"), (b, "gone")):
+        _engine(fleet, host).network(name=net, driver="overlay")
+        _engine(fleet, host).endpoint(sandbox=sb, network=net)
+    gone = _engine(fleet, b).endpoint(sandbox="gone", network=net).data["endpoint"]
+    assert eventually(lambda: _dig(a, "keep", "gone") == [gone["IPAddress"]])
+    # b dies for good: its namespace goes without any cnm run
+    with pytest.raises(CnmError) as err:
+        _engine(fleet, b).cluster_host(host=_lan_ip(b))
+    assert err.value.field == "host"
+    predicted = _engine(fleet, a, check_mode=True).cluster_host(host=_lan_ip(b))
+    assert predicted.changed and predicted.data["removed"]["endpoints"] == ["gone"]
+    res = _engine(fleet, a).cluster_host(host=_lan_ip(b))
+    assert res.data["removed"]["addresses"] == [gone["IPAddress"]]
+    assert res.data["removed"]["networks"] == [net]
+    assert eventually(lambda: _dig(a, "keep", "gone") == [], timeout=1.0)
+    assert not _engine(fleet, a).cluster_host(host=_lan_ip(b)).changed
+    keys = _etcd_keys(fleet, "/cnm/v1/ipam/%s/addr/" % gone["NetworkID"])
+    assert not [k for k in keys if k.endswith("/" + gone["IPAddress"])]
+    # b's local instance is stale now; clean it up as the test's own housekeeping
+    agent_service.stop_agent(b.run_dir)

@@ -16,7 +16,7 @@ import secrets
 
 from ..errors import ConflictError, NotFoundError, ValidationError
 from ..ipam.config import PoolConfig, parse_ipam_config
-from .client import CommitUnknownError, compare, op_delete, op_get, op_put
+from .client import CommitUnknownError, compare, encode_json, op_delete, op_get, op_put
 from .ipam import VXLANID_FIELD, choose_global_pools, choose_vnis, parse_vxlanid_list
 from .keys import KeyLayout
 
@@ -313,6 +313,46 @@ class ClusterNetworks:
         kvs, revision = self.client.range(prefix, prefix=True)
         return ({KeyLayout.last_part(kv.key, prefix): json.loads(kv.value.decode())
                  for kv in kvs}, revision)
+
+    def host_records(self, host):
+        """What the cluster holds of ``host`` (a member named by its advertise
+        address): ``{"members": [(network name, id)], "endpoints": [(network id,
+        endpoint id, record)], "addresses": [(network id, address, record)]}``.
+        Read-only. Raises ClusterUnavailableError."""
+        out = {"members": [], "endpoints": [], "addresses": []}
+        for definition in self.list():
+            net = definition["id"]
+            if host in self.members(definition):
+                out["members"].append((definition["name"], net))
+            records, dummy = self.endpoints(definition)
+            for endpoint_id, record in sorted(records.items()):
+                if record.get("host") == host:
+                    out["endpoints"].append((net, endpoint_id, record))
+            kvs, dummy = self.client.range(self.keys.addresses(net), prefix=True)
+            prefix = self.keys.addresses(net)
+            for kv in kvs:
+                record = json.loads(kv.value.decode())
+                if record.get("host") == host:
+                    out["addresses"].append((net, KeyLayout.last_part(kv.key, prefix),
+                                             record))
+        return out
+
+    def forget_host(self, host):
+        """Remove a host that is gone for good: its memberships, its endpoints' peer
+        records and every address it holds, in every global network (the last member
+        out does not remove the network: its definition stays for the others).
+        Idempotent. Called by ``cnm_cluster_host`` from any other host. Returns what
+        was removed (``host_records``' shape). Raises ClusterUnavailableError."""
+        found = self.host_records(host)
+        for name, net in found["members"]:
+            self._idempotent([], [op_delete(self.keys.member(net, host))])
+        for net, endpoint_id, dummy in found["endpoints"]:
+            self._idempotent([], [op_delete(self.keys.endpoint(net, endpoint_id))])
+        for net, address, record in found["addresses"]:
+            key = self.keys.address(net, address)
+            self._idempotent([compare(key, "VALUE", "==", encode_json(record))],
+                             [op_delete(key)])
+        return found
 
     def register_host(self, host, record, ttl=30):
         """Write ``host``'s record (e.g. ``{"advertise_address": ...}``) under a lease of

@@ -210,3 +210,42 @@ class OverlayNetworks(NetworkRebuild, NetworkCreate, Overlay):
         probe = Result()
         self._sync_dns_safely(probe, *touched)
         return errors + probe.warnings
+
+    # --- a host gone for good -------------------------------------------------------------
+    def cluster_host(self, params):
+        """cnm_cluster_host: remove host ``params['host']`` (its advertise address) from
+        the cluster for good, from any other host: its memberships, peer records and
+        addresses in every global network are released (the other hosts' agents drop
+        its FDB entries and names). Check mode reports what would go. Returns
+        ``data['removed']``. Raises ValidationError naming ``host`` (not an IP
+        address, or this very host while it still has overlay networks),
+        ClusterUnavailableError."""
+        import ipaddress
+        raw = params.get("host")
+        try:
+            host = str(ipaddress.ip_address(str(raw or "").strip()))
+        except ValueError:
+            from ..errors import ValidationError
+            raise ValidationError("%r is not a host's advertise address" % (raw,),
+                                  field="host")
+        return self._run(self._cluster_host_op, host)
+
+    def _cluster_host_op(self, host):
+        for doc in self.store.all("networks", "json_extract(doc, '$.vtep') = ?", (host,)):
+            raise ConflictError("%s is this host, which still has overlay network %s: "
+                                "remove its networks instead" % (host, doc["name"]),
+                                field="host")
+        dummy, networks, dummy = self._cluster()
+        found = networks.host_records(host) if self.check_mode else networks.forget_host(host)
+        removed = {"networks": [name for name, dummy in found["members"]],
+                   "endpoints": [rec.get("sandbox") or eid[:12]
+                                 for dummy, eid, rec in found["endpoints"]],
+                   "addresses": [address for dummy, address, dummy in found["addresses"]]}
+        changed = any(removed.values())
+        actions = ["forget host %s: %d network membership(s), %d endpoint(s), %d address(es)"
+                   % (host, len(removed["networks"]), len(removed["endpoints"]),
+                      len(removed["addresses"]))] if changed else []
+        return Result(changed=changed, actions=actions,
+                      diff={"before": {"host": host, **removed} if changed else {},
+                            "after": {}},
+                      data={"host": host, "removed": removed})
