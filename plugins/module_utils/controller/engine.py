@@ -20,6 +20,7 @@ a real run applies it, pushing an undo step for each kernel change so a failure
 half-way leaves nothing behind (LIFO undo). Only this package writes the store.
 """
 from .dns_settings import DnsSettings
+from .doctor import Doctor
 from .endpoints import Endpoints
 from .port_mappings import PortMappings
 from .prune import Prune
@@ -28,7 +29,7 @@ from .restore import Restore
 from .sandboxes import Sandboxes
 
 
-class Engine(Recovery, Endpoints, Sandboxes, PortMappings, DnsSettings, Restore,
+class Engine(Doctor, Recovery, Endpoints, Sandboxes, PortMappings, DnsSettings, Restore,
              Prune):
     """One engine instance per module run (or per test call).
 
