@@ -62,6 +62,16 @@ def _lan_ip(host):
     return [a["local"] for a in addrs[0]["addr_info"] if a["family"] == "inet"][0]
 
 
+def _getent(host, sandbox, name):
+    """``getent hosts name`` in ``sandbox`` with its resolv.conf over /etc/resolv.conf (a
+    private mount namespace: nothing outside sees the bind mount)."""
+    resolv = os.path.join(host.run_dir, "sandboxes", sandbox, "resolv.conf")
+    return host.sandbox_run(sandbox, [
+        "unshare", "--mount", "sh", "-c",
+        "mount --bind %s /etc/resolv.conf && getent hosts %s" % (resolv, name)],
+        check=False, timeout=20).stdout.split()
+
+
 def _addr(result):
     return result.data["endpoint"]["IPAddress"]
 
@@ -99,6 +109,11 @@ def test_sandboxes_on_three_hosts_ping_each_other_by_address_and_name(fleet, net
     assert eventually(lambda: answers(a, "web", "db") == [ips["db"]], timeout=3)
     assert eventually(lambda: answers(c, "cache", "web-alias") == [ips["web"]], timeout=3)
     assert eventually(lambda: answers(b, "db", "cache.%s" % net) == [ips["cache"]], timeout=3)
+    assert _getent(a, "web", "db")[:2] == [ips["db"], "db"]
+    # PTR of a sandbox on another host
+    ptr = a.sandbox_run("web", "dig +short +time=1 +tries=1 @127.0.0.11 -x %s" % ips["cache"],
+                        check=False).stdout.split()
+    assert ptr and ptr[0].rstrip(".").split(".")[0] in ("cache", "cache-alias")
     # MTU 1450 inside: 1422 bytes of ICMP payload cross, 1423 do not
     link = a.ip_json("link show eth0", sandbox="web")[0]
     assert link["mtu"] == 1450

@@ -96,7 +96,9 @@ class Catalog:
                 if w is not None and w not in wires:
                     wires.append(w)
         ptrs = []
-        target = name_wire("%s.%s" % (name, netl))
+        # the sandbox's own name comes first in its record (a remote endpoint's file
+        # name is the host agent's, not the sandbox's)
+        target = name_wire("%s.%s" % (names[0] if names else name, netl))
         if target is not None:
             ptrs = [(reverse_wire(ip), target) for ip in (v4, v6) if ip is not None]
         return wires, (v4, v6), ptrs
