@@ -350,3 +350,23 @@ def test_removing_a_host_from_the_cluster_frees_its_addresses(fleet, net):
     assert not [k for k in keys if k.endswith("/" + gone["IPAddress"])]
     # b's local instance is stale now; clean it up as the test's own housekeeping
     agent_service.stop_agent(b.run_dir)
+
+
+def test_with_the_store_down_a_run_checks_the_local_copy_and_says_so(fleet, net):
+    a = fleet.hosts[0]
+    _engine(fleet, a).network(name=net, driver="overlay")
+    _engine(fleet, a).endpoint(sandbox="solo", network=net)
+    for member in fleet.members:
+        fleet.kill(member)
+    try:
+        res = _engine(fleet, a).network(name=net, driver="overlay")
+        assert not res.changed
+        assert any("cluster store unreachable" in w for w in res.warnings), res.warnings
+        assert res.data["network"]["Scope"] == "global"
+        assert a.ping(_engine(fleet, a).endpoint(sandbox="solo", network=net).data[
+            "endpoint"]["Gateway"], sandbox="solo")
+    finally:
+        for member in fleet.members:
+            if not member.running:
+                fleet._start(member, "existing")  # pylint: disable=protected-access
+        fleet.wait_healthy()
