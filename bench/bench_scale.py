@@ -1,0 +1,168 @@
+#!/usr/bin/env python
+"""Flat at scale: what an operation costs with many objects around, against the kernel's
+own cost measured in the same run.
+
+- attach #1-10 against #991-1000 on one network that ends with 1,000 sandboxes; beside
+  each engine attach, the kernel-only work of one (a namespace, a veth whose peer is made
+  inside it, enslaved to a bridge, up: no engine, no store, no firewall, no DNS) at the
+  same point, so the engine's share (engine - kernel) can be compared: goal growth
+  <= 1.2x;
+- network create with 0 against 100 existing networks: goal <= 1.1x;
+- ``network_info``/``sandbox_info`` of one name among 1,000 sandboxes;
+- the resolver's RSS with the 1,000 sandboxes registered.
+
+Everything runs in throwaway simulated hosts (run_dir and netns_dir on tmpfs, as on a
+real host). Prints one JSON object (with the load average before and after) and a table.
+
+    sudo .venv/bin/python bench/bench_scale.py [--sandboxes 1000] [--networks 100]
+"""
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import benchlib  # noqa: F401 - puts tests/ on sys.path
+from benchlib import ms
+
+import conftest  # noqa: F401,E402 pylint: disable=unused-import
+from harness import SimHost, in_netns  # noqa: E402
+
+from ansible_collections.cnm.core.plugins.module_utils.controller import Engine  # noqa: E402
+from ansible_collections.cnm.core.plugins.module_utils.netns import namespace  # noqa: E402
+from ansible_collections.cnm.core.plugins.module_utils.netns.links import Netlink  # noqa: E402
+
+
+def loadavg():
+    with open("/proc/loadavg", encoding="ascii") as src:
+        return src.read().split()[:3]
+
+
+def call(host, verb, **params):
+    engine = Engine(state_dir=host.state_dir, run_dir=host.run_dir, netns_dir=host.netns_dir,
+                    firewall_backend="nftables")
+    start = time.perf_counter()
+    result = getattr(engine, verb)(params)
+    return time.perf_counter() - start, result
+
+
+def kernel_attach(netlink, netns_dir, bridge_index, i):
+    """The kernel's share of one attach, without the engine."""
+    start = time.perf_counter()
+    path = os.path.join(netns_dir, "k%d" % i)
+    namespace.create_netns(path)
+    netlink.host.add_veth("kv%d" % i, "eth0", path, None, 1500, bridge_index)
+    inside = netlink.sandbox(path)
+    inside.set_up(inside.index("eth0"))
+    netlink.forget(path)
+    return time.perf_counter() - start
+
+
+def attach_growth(count):
+    host = SimHost("bscale", tmpfs_runtime=True)
+    try:
+        with in_netns(host.path):
+            call(host, "network", name="big", ipam={"config": [{"subnet": "10.128.0.0/16"}]})
+            kdir = os.path.join(host.runtime_root, "kernel-netns")
+            os.makedirs(kdir, exist_ok=True)
+            netlink = Netlink()
+            netlink.host.add_bridge("kbr0", 1500)
+            kbr = netlink.host.index("kbr0")
+            netlink.host.set_up(kbr)
+            engine, kernel = [], []
+            for i in range(count):
+                engine.append(call(host, "endpoint", sandbox="s%d" % i, network="big")[0])
+                kernel.append(kernel_attach(netlink, kdir, kbr, i))
+            infos = {"network_info": [call(host, "network_info", name="big")[0]
+                                      for dummy in range(10)],
+                     "sandbox_info": [call(host, "sandbox_info", name="s%d" % (count // 2))[0]
+                                      for dummy in range(10)]}
+            rss = resolver_rss(host)
+            netlink.close()
+            for i in range(count):
+                namespace.delete_netns(os.path.join(kdir, "k%d" % i))
+    finally:
+        host.close()
+    first, last = slice(0, 10), slice(count - 10, count)
+    e1, e2 = statistics.median(engine[first]), statistics.median(engine[last])
+    k1, k2 = statistics.median(kernel[first]), statistics.median(kernel[last])
+    share1, share2 = e1 - k1, e2 - k2
+    return {"sandboxes": count,
+            "engine_attach_ms": {"first_10": ms(e1), "last_10": ms(e2)},
+            "kernel_only_ms": {"first_10": ms(k1), "last_10": ms(k2)},
+            "engine_share_ms": {"first_10": ms(share1), "last_10": ms(share2)},
+            "engine_share_growth": round(share2 / share1, 2) if share1 > 0 else None,
+            "info_of_one_name_ms": {k: ms(statistics.median(v)) for k, v in infos.items()},
+            "resolver_rss_mb": rss}
+
+
+def resolver_rss(host):
+    """RSS (MB) of this host's resolver, from its pidfile."""
+    try:
+        with open(os.path.join(host.run_dir, "dns", "resolver.pid")) as f:
+            pid = int(f.read().strip())
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return round(int(line.split()[1]) / 1024.0, 1)
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def create_growth(existing):
+    host = SimHost("bnets", tmpfs_runtime=True)
+    try:
+        with in_netns(host.path):
+            empty = [call(host, "network", name="e%d" % i,
+                          ipam={"config": [{"subnet": "10.%d.%d.0/24" % (60, i)}]})[0]
+                     for i in range(10)]
+            for i in range(10):
+                call(host, "network", name="e%d" % i, state="absent")
+            for i in range(existing):
+                call(host, "network", name="x%d" % i,
+                     ipam={"config": [{"subnet": "10.%d.%d.0/24" % (61 + i // 250, i % 250)}]})
+            full = [call(host, "network", name="f%d" % i,
+                         ipam={"config": [{"subnet": "10.%d.%d.0/24" % (70, i)}]})[0]
+                    for i in range(10)]
+    finally:
+        host.close()
+    a, b = statistics.median(empty[2:]), statistics.median(full[2:])
+    return {"existing": existing, "create_ms": {"with_0": ms(a), "with_%d" % existing: ms(b)},
+            "growth": round(b / a, 2)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--sandboxes", type=int, default=1000)
+    ap.add_argument("--networks", type=int, default=100)
+    args = ap.parse_args()
+    load_before = loadavg()
+    result = {"bench": "scale", "load_before": load_before,
+              "network_create": create_growth(args.networks),
+              "attach": attach_growth(args.sandboxes), "load_after": loadavg()}
+    print(json.dumps(result, indent=1))
+    att, net = result["attach"], result["network_create"]
+    rows = [("attach #1-10, engine (ms)", att["engine_attach_ms"]["first_10"]),
+            ("attach last 10, engine (ms)", att["engine_attach_ms"]["last_10"]),
+            ("attach #1-10, kernel only (ms)", att["kernel_only_ms"]["first_10"]),
+            ("attach last 10, kernel only (ms)", att["kernel_only_ms"]["last_10"]),
+            ("engine share growth (goal <= 1.2)", att["engine_share_growth"]),
+            ("network create with 0 (ms)", net["create_ms"]["with_0"]),
+            ("network create with %d (ms)" % net["existing"],
+             net["create_ms"]["with_%d" % net["existing"]]),
+            ("network create growth (goal <= 1.1)", net["growth"]),
+            ("network_info of one (ms)", att["info_of_one_name_ms"]["network_info"]),
+            ("sandbox_info of one (ms)", att["info_of_one_name_ms"]["sandbox_info"]),
+            ("resolver RSS with %d sandboxes (MB)" % att["sandboxes"], att["resolver_rss_mb"])]
+    print()
+    for name, value in rows:
+        print("%-44s %10s" % (name, value))
+    print("load average before %s, after %s" % (" ".join(load_before),
+                                                " ".join(result["load_after"])))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
