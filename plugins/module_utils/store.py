@@ -200,6 +200,20 @@ class Store:
         sql = "SELECT doc FROM %s %s ORDER BY rowid" % (table, ("WHERE " + where) if where else "")
         return [json.loads(r[0]) for r in self.conn.execute(sql, args)]
 
+    def network_subnets(self, exclude_id=None):
+        """``[(network name, subnet text)]`` of every pool of every network but
+        ``exclude_id``, read by SQLite (json_each) without decoding the documents."""
+        return list(self.conn.execute(
+            "SELECT n.name, json_extract(p.value, '$.subnet') FROM networks n, "
+            "json_each(n.doc, '$.pools') p WHERE n.id IS NOT ? ORDER BY n.rowid",
+            (exclude_id,)))
+
+    def network_using_bridge(self, bridge):
+        """The name of the network whose interface is ``bridge``, or None."""
+        row = self.conn.execute("SELECT name FROM networks WHERE json_extract(doc, "
+                                "'$.bridge') = ? LIMIT 1", (bridge,)).fetchone()
+        return row[0] if row else None
+
     def published_ports(self, network_id=None):
         """[(endpoint id, network id, sandbox name, [mapping dicts])] of the endpoints
         that publish ports (of ``network_id`` only, if given), from the ports index."""

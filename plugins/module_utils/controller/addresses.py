@@ -86,13 +86,8 @@ class Addresses(Session):
 
     def _in_use_subnets(self, exclude_id=None):
         """(name, subnet) of every pool of every network but ``exclude_id``."""
-        out = []
-        for doc in self.store.all("networks"):
-            if doc["id"] == exclude_id:
-                continue
-            for pool in doc.get("pools", []):
-                out.append((doc["name"], ipaddress.ip_network(pool["subnet"])))
-        return out
+        return [(name, ipaddress.ip_network(subnet))
+                for name, subnet in self.store.network_subnets(exclude_id)]
 
     def _complete_pools(self, net, exclude_id=None):
         """Check explicit subnets against other networks, choose missing ones."""

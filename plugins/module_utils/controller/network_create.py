@@ -32,11 +32,11 @@ class NetworkCreate(FirewallSync, Addresses):
             if self.netlink.host.index(net.bridge) is not None:
                 raise ConflictError("interface %s already exists on the host" % net.bridge,
                                     field="driver_options.%s" % C.OPT_BRIDGE_NAME)
-            for doc in self.store.all("networks"):
-                if doc.get("bridge") == net.bridge:
-                    raise ConflictError("bridge %s is already used by network %s"
-                                        % (net.bridge, doc["name"]),
-                                        field="driver_options.%s" % C.OPT_BRIDGE_NAME)
+            other = self.store.network_using_bridge(net.bridge)
+            if other is not None:
+                raise ConflictError("bridge %s is already used by network %s"
+                                    % (net.bridge, other),
+                                    field="driver_options.%s" % C.OPT_BRIDGE_NAME)
         driver.validate(net, self.netlink)
         self._complete_pools(net)
         if net.driver == "bridge" and not self.check_mode:
