@@ -370,3 +370,13 @@ def test_with_the_store_down_a_run_checks_the_local_copy_and_says_so(fleet, net)
             if not member.running:
                 fleet._start(member, "existing")  # pylint: disable=protected-access
         fleet.wait_healthy()
+
+
+def test_prune_removes_an_unused_overlay_instance_only_with_a_cluster_store(fleet, net):
+    a = fleet.hosts[0]
+    _engine(fleet, a).network(name=net, driver="overlay")
+    kept = ClusterEngine(a, {}).prune(networks=True)
+    assert net not in kept.data["networks"] and any(net in w for w in kept.warnings)
+    res = _engine(fleet, a).prune(networks=True)
+    assert net in res.data["networks"]
+    assert _etcd_keys(fleet, "/cnm/v1/networks/%s" % net) == []

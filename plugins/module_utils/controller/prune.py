@@ -6,6 +6,7 @@ pruned only when ``cnm_endpoint`` made it implicitly, no endpoint is left and no
 runs inside (sandboxes made by ``cnm_sandbox`` are never pruned, as Docker never prunes
 a running container). Removal goes through the network and sandbox removal of the
 layers below; the whole prune is one store session."""
+from .. import constants as C
 from .. import validation as V
 from ..errors import ValidationError
 from ..model import READY, Network, Sandbox
@@ -63,6 +64,11 @@ class Prune(Networks):
             before["networks"] = [n.name for n in candidates]
             nets = [n for n in candidates if n.id not in used_networks
                     if wanted.matches(n.labels, n.created)]
+            skipped = []
+            if not self.cluster_options.get("cluster_store"):
+                # an overlay instance leaves the cluster store too: without one, keep it
+                skipped = [n.name for n in nets if n.driver == C.OVERLAY_DRIVER]
+                nets = [n for n in nets if n.driver != C.OVERLAY_DRIVER]
         if "sandboxes" in spec:
             wanted = spec["sandboxes"]
             candidates = [s for s in self._all_sandboxes() if s.implicit]
@@ -78,6 +84,9 @@ class Prune(Networks):
         result = Result(changed=bool(actions), diff={"before": before, "after": after},
                         actions=actions, data={"networks": [n.name for n in nets],
                                                "sandboxes": [s.name for s in sbs]})
+        if "networks" in spec and skipped:
+            result.warnings.append("overlay network(s) %s kept: pruning them needs "
+                                   "cluster_store" % ", ".join(skipped))
         if self.check_mode or not result.changed:
             return result
         if sbs:
@@ -86,7 +95,9 @@ class Prune(Networks):
                 result.warnings.extend(self._remove_sandbox(sb))
             self._sync_dns_safely(result, *sbs)
         for net in nets:
-            result.warnings.extend(self._remove_network(net, False).warnings)
+            remove = (self._remove_overlay if net.driver == C.OVERLAY_DRIVER
+                      else self._remove_network)
+            result.warnings.extend(remove(net, False).warnings)
         return result
 
     def _all_networks(self):
