@@ -24,8 +24,8 @@ import urllib.parse
 from ..errors import CnmError, ValidationError
 
 DEFAULT_TIMEOUT = 5.0          # seconds for one request on one endpoint
-DEFAULT_CONNECT_TIMEOUT = 1.0  # seconds to open a connection to one endpoint
-DEFAULT_RETRY_FOR = 15.0       # seconds a request keeps trying the endpoints
+DEFAULT_CONNECT_TIMEOUT = 3.0  # seconds to open a connection to one endpoint (busy hosts)
+DEFAULT_RETRY_FOR = 30.0       # seconds a request keeps trying the endpoints
 
 # gRPC codes (in the gateway's error body) after which another endpoint may answer.
 # (canceled, deadline exceeded, resource exhausted, aborted, internal, unavailable)
