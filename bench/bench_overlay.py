@@ -13,7 +13,6 @@ Prints one JSON object (with the load average before and after), then a table.
 """
 import argparse
 import json
-import os
 import random
 import socket
 import struct

@@ -19,7 +19,6 @@ from ansible_collections.cnm.core.plugins.module_utils.cluster import agent_serv
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
 
 
-
 @pytest.fixture(scope="module")
 def fleet():
     with EtcdCluster(members=3, extra_hosts=3) as cluster:
@@ -102,10 +101,7 @@ def test_sandboxes_on_three_hosts_ping_each_other_by_address_and_name(fleet, net
     assert b.ping(ips["cache"], sandbox="db", timeout=3)
     assert c.ping(ips["web"], sandbox="cache", timeout=3)
     # names of sandboxes on other hosts, through each host's resolver
-    def answers(host, sb, name):
-        out = host.sandbox_run(sb, "dig +short +time=1 +tries=1 @127.0.0.11 %s" % name,
-                               check=False).stdout.split()
-        return out
+    answers = _dig
     assert eventually(lambda: answers(a, "web", "db") == [ips["db"]], timeout=3)
     assert eventually(lambda: answers(c, "cache", "web-alias") == [ips["web"]], timeout=3)
     assert eventually(lambda: answers(b, "db", "cache.%s" % net) == [ips["cache"]], timeout=3)
@@ -131,8 +127,8 @@ def test_a_second_run_changes_nothing_and_the_store_has_one_definition(fleet, ne
     for host in (a, b):
         assert not _engine(fleet, host).network(name=net, driver="overlay").changed
         assert not _engine(fleet, host).endpoint(sandbox="s1", network=net).changed
-    vx = [l for l in a.ip_json("-d link show type vxlan")
-          if l["ifname"].startswith("vx-")]
+    vx = [link for link in a.ip_json("-d link show type vxlan")
+          if link["ifname"].startswith("vx-")]
     assert vx and vx[0]["linkinfo"]["info_data"]["port"] == 4789
 
 
@@ -238,8 +234,8 @@ def _etcd_keys(fleet, prefix):
 
 
 def _cnm_links(host):
-    return [l["ifname"] for l in host.ip_json("link show")
-            if l["ifname"].startswith(("ov-", "vx-"))]
+    return [link["ifname"] for link in host.ip_json("link show")
+            if link["ifname"].startswith(("ov-", "vx-"))]
 
 
 def test_check_mode_on_a_fresh_fleet_predicts_and_creates_nothing(fleet, net):
@@ -250,7 +246,7 @@ def test_check_mode_on_a_fresh_fleet_predicts_and_creates_nothing(fleet, net):
         assert res.changed
     assert _etcd_keys(fleet, "/cnm/v1/networks/%s" % net) == []
     for host in fleet.hosts:
-        assert not [l for l in _cnm_links(host) if net in l]
+        assert not [link for link in _cnm_links(host) if net in link]
         assert "c1" not in host.sandboxes()
 
 
@@ -288,7 +284,7 @@ def test_overlay_without_a_cluster_store_is_refused(fleet, net):
     with pytest.raises(CnmError) as err:
         ClusterEngine(a, {}).network(name=net, driver="overlay")
     assert err.value.field == "cluster_store"
-    assert not [l for l in _cnm_links(a) if net in l]
+    assert not [link for link in _cnm_links(a) if net in link]
 
 
 def test_an_unreachable_store_fails_naming_the_endpoints_tried(fleet, net):
@@ -298,7 +294,7 @@ def test_an_unreachable_store_fails_naming_the_endpoints_tried(fleet, net):
         ClusterEngine(a, {"cluster_store": dead, "advertise_address": _lan_ip(a)}).network(
             name=net, driver="overlay")
     assert "10.77.0.250" in str(err.value) and "10.77.0.251" in str(err.value)
-    assert not [l for l in _cnm_links(a) if net in l]
+    assert not [link for link in _cnm_links(a) if net in link]
 
 
 def test_missing_tls_files_are_refused_naming_the_field(fleet, net, tmp_path):
@@ -320,7 +316,7 @@ def test_removing_the_network_everywhere_leaves_nothing(fleet, net):
     for host in hosts:
         _engine(fleet, host).network(name=net, state="absent", force=True)
     for host in hosts:
-        assert not [l for l in _cnm_links(host) if net_id[:12] in l]
+        assert not [link for link in _cnm_links(host) if net_id[:12] in link]
         fdb = json.loads(host.run("bridge -j fdb show").stdout or "[]")
         assert not [e for e in fdb if net_id[:12] in e.get("ifname", "")]
         assert host.run("ip xfrm state").stdout.strip() == ""

@@ -137,8 +137,8 @@ def test_check_mode_on_a_fresh_fleet_predicts_the_changes_and_creates_nothing(fl
     host = fleet.hosts[0]
     result = _run(fleet, host, net, "chk", check=True).assert_ok()
     assert result.changed_tasks == ["overlay network", "attach"]
-    links = [l["ifname"] for l in host.ip_json("link show")]
-    assert not [l for l in links if l.startswith(("ov-", "vx-"))]
+    links = [link["ifname"] for link in host.ip_json("link show")]
+    assert not [link for link in links if link.startswith(("ov-", "vx-"))]
     assert not [s for s in host.sandboxes() if s.startswith("chk")]
     time.sleep(0)  # no etcd key either: the next run still creates the definition
     made = _run(fleet, host, net, "chk").assert_ok()
