@@ -27,13 +27,14 @@ from .prune import Prune
 from .recovery import Recovery
 from .restore import Restore
 from .sandboxes import Sandboxes
+from .topology import Topology
 
 
-class Engine(Doctor, Recovery, Endpoints, Sandboxes, PortMappings, DnsSettings, Restore,
+class Engine(Doctor, Topology, Recovery, Endpoints, Sandboxes, PortMappings, DnsSettings, Restore,
              Prune):
     """One engine instance per module run (or per test call).
 
     Public verbs (one per module): ``network``, ``network_info``, ``endpoint``,
     ``sandbox``, ``sandbox_info``, ``port_mapping``, ``dns``, ``restore_firewall``,
-    ``prune``.
+    ``prune``, ``topology``.
     """
