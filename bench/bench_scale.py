@@ -23,7 +23,7 @@ import statistics
 import sys
 import time
 
-import benchlib  # noqa: F401 - puts tests/ on sys.path
+import benchlib  # noqa: F401 pylint: disable=unused-import
 from benchlib import ms
 
 import conftest  # noqa: F401,E402 pylint: disable=unused-import

@@ -76,7 +76,7 @@ def _ports(ep):
     """Published ports in Docker's NetworkSettings.Ports shape ({} when none)."""
     if not ep.ports:
         return {}
-    from .firewall.model import PortMapping
+    from .ports.mapping import PortMapping
     from .ports.spec import to_docker_ports
     return to_docker_ports([PortMapping.from_dict(p) for p in ep.ports])
 
@@ -106,7 +106,7 @@ def network_settings(sb, endpoints, networks):
             top = nets[net.name]
     ports = {}
     if mappings:
-        from .firewall.model import PortMapping
+        from .ports.mapping import PortMapping
         from .ports.spec import to_docker_ports
         ports = to_docker_ports([PortMapping.from_dict(p) for p in mappings])
     out = {"Bridge": "", "SandboxID": sb.id, "SandboxKey": sb.netns_path,

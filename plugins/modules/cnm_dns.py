@@ -160,6 +160,7 @@ actions:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.engine import Engine
 
 
 def main():
@@ -177,7 +178,7 @@ def main():
             domainname=dict(type="str"),
             extra_hosts=dict(type="raw"),
         ),
-        "dns",
+        "dns", Engine,
     )
 
 

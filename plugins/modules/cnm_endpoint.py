@@ -181,6 +181,7 @@ actions:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.engine import Engine
 
 
 def main():
@@ -202,7 +203,7 @@ def main():
                 ingress_burst=dict(type="raw"),
             )),
         ),
-        "endpoint",
+        "endpoint", Engine,
     )
 
 

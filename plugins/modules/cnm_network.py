@@ -114,6 +114,16 @@ options:
         driver, bridge name); endpoints are re-attached with their full configuration.
     type: bool
     default: false
+  key_rotation:
+    description:
+      - Only for V(overlay) networks with V(encrypted=true) in O(driver_options). The key
+        generation wanted - when the network's keys in the cluster store are of a lower
+        generation, this run rotates them. Every member host installs the new key for
+        receiving, then all switch sending to it, then the old key is dropped; each step
+        waits until every member host's agent has applied it (15 seconds at most, else
+        the task fails naming O(key_rotation) and a later run resumes).
+      - Keys never appear in the task's result or in a log.
+    type: int
 notes:
   - Without an IPv4 subnet in O(ipam.config) the network gets a free one from Docker's
     default pools, which hold 31 networks (15 /16s, then 16 /20s); more networks need
@@ -124,6 +134,10 @@ notes:
     Each host gets a bridge V(ov-<id>) and a VXLAN port V(vx-<id>) (UDP 4789, MTU of the
     underlay minus 50). Removing it on one host removes that host's instance; the
     definition goes with the last host, or at once with O(force=true).
+  - V(encrypted=true) in the O(driver_options) of an V(overlay) network carries its VXLAN
+    traffic between hosts in IPsec ESP (AES-GCM), keys kept in the cluster store; the MTU
+    is then the underlay's minus 90. It needs a kernel with ESP and AES-GCM
+    (CONFIG_INET_ESP and CONFIG_CRYPTO_GCM, or the modules esp4 and gcm).
   - V(ipvlan) needs a kernel with
     ipvlan support; V(macvlan) and V(ipvlan) need the key V(parent) in O(driver_options)
     (an existing host interface, or C(<iface>.<vid>) to have the VLAN sub-interface made).
@@ -246,6 +260,7 @@ def main():
             labels=dict(type="dict"),
             driver_options=dict(type="dict"),
             force=dict(type="bool", default=False),
+            key_rotation=dict(type="int", no_log=False),
         ),
         "network", Engine,
     )

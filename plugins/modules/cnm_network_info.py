@@ -89,12 +89,13 @@ networks:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.reader import Reader
 
 
 def main():
     run_module(
         dict(name=dict(type="str"), filters=dict(type="dict")),
-        "network_info",
+        "network_info", Reader,
     )
 
 

@@ -130,6 +130,7 @@ actions:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.engine import Engine
 
 
 def main():
@@ -146,7 +147,7 @@ def main():
                 protocol=dict(type="str", default="tcp", choices=["tcp", "udp", "sctp"]),
             )),
         ),
-        "port_mapping",
+        "port_mapping", Engine,
     )
 
 

@@ -137,6 +137,7 @@ actions:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.engine import Engine
 
 
 def main():
@@ -147,7 +148,7 @@ def main():
             sandboxes=dict(type="bool", default=False),
             sandboxes_filters=dict(type="dict"),
         ),
-        "prune",
+        "prune", Engine,
     )
 
 

@@ -119,6 +119,7 @@ actions:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.engine import Engine
 
 
 def main():
@@ -131,7 +132,7 @@ def main():
             sysctls=dict(type="dict"),
             force=dict(type="bool", default=False),
         ),
-        "sandbox",
+        "sandbox", Engine,
     )
 
 

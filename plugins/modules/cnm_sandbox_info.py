@@ -87,10 +87,11 @@ sandboxes:
 """
 
 from ansible_collections.cnm.core.plugins.module_utils.ansible_adapter import run_module
+from ansible_collections.cnm.core.plugins.module_utils.controller.reader import Reader
 
 
 def main():
-    run_module(dict(name=dict(type="str")), "sandbox_info")
+    run_module(dict(name=dict(type="str")), "sandbox_info", Reader)
 
 
 if __name__ == "__main__":

@@ -41,7 +41,9 @@ def test_install_resolver_works_from_a_zip_payload_like_ansiballz(tmp_path):
                     "ansible_collections/cnm/core", "ansible_collections/cnm/core/plugins"):
             z.writestr(pkg + "/__init__.py", "")
         for rel in ("__init__.py", "constants.py", "errors.py", "validation.py",
-                    "dns/__init__.py", "dns/service.py", "dns/files.py"):
+                    "dns/__init__.py", "dns/service.py", "dns/resolver_client.py",
+                    "dns/resolver_process.py",
+                    "dns/files.py"):
             z.write(os.path.join(REPO, "plugins", "module_utils", rel), base + "/" + rel)
         for name in PACKAGE_FILES:
             z.write(os.path.join(PACKAGE_DIR, name), base + "/dns/resolver/" + name)

@@ -12,8 +12,11 @@ gone) is started again from the last revision seen on any endpoint; a compacted
 revision means reading everything again. SIGHUP (or a changed config file) makes it
 re-read its configuration; SIGTERM stops it.
 
-It never writes the cluster store or the engine's SQLite store, and never logs the
-store's credentials.
+For an encrypted network it also programs the SAs, policies and marks from the
+network's key document (``peers.apply``), and acknowledges the key state it applied
+(``keys/<id>/acks/<host>``: generations only) so a key rotation can move to its next
+step. That acknowledgement is all it writes to the cluster store; it never writes the
+engine's SQLite store, and never logs the store's credentials or a key.
 """
 import argparse
 import json
@@ -26,6 +29,7 @@ import time
 from . import peers
 from .client import (ClusterStoreError, CompactedError, EtcdClient, StoreConfig)
 from .keys import KeyLayout
+from ..errors import CnmError
 from ..netns.rtnl import Rtnl
 
 RETRY_PAUSE = 0.5      # seconds between tries while the store is unreachable
@@ -51,6 +55,7 @@ class Agent:
         self.rtnl = Rtnl()
         self.stopping = False
         self.reload = True
+        self.acked = {}    # network id -> key state acknowledged last
 
     # --- configuration ------------------------------------------------------------------
     def _stamp(self):
@@ -92,10 +97,14 @@ class Agent:
     def sync(self, network_id):
         """Read one network from the store and apply it here; returns the revision."""
         local = self.networks[network_id]
-        records, vteps, revision = peers.read(self.client, self.keys, local)
-        changes = peers.apply(self.rtnl, self.config["run_dir"], local, records, vteps)
+        records, vteps, keydoc, revision = peers.read_all(self.client, self.keys, local)
+        changes = peers.apply(self.rtnl, self.config["run_dir"], local, records, vteps,
+                              keydoc=keydoc)
         for change in changes:
             log("%s: %s" % (local["name"], change))
+        if keydoc is not None:
+            self.acked[network_id] = peers.acknowledge(self.client, self.keys, local, keydoc,
+                                                       self.acked.get(network_id))
         return revision
 
     def sync_all(self):
@@ -105,10 +114,13 @@ class Agent:
         return min(revisions) if revisions else 0
 
     def network_of(self, key):
-        """The network id a changed key belongs to (endpoints, members), or None."""
-        for prefix in (self.keys.root + "/endpoints/", self.keys.root + "/members/"):
+        """The network id a changed key belongs to (endpoints, members, keys), or None
+        (acknowledgements included: they change nothing here)."""
+        for prefix in (self.keys.root + "/endpoints/", self.keys.root + "/members/",
+                       self.keys.root + "/keys/"):
             if key.startswith(prefix):
-                return key[len(prefix):].split("/", 1)[0]
+                rest = key[len(prefix):].split("/", 1)
+                return None if len(rest) > 1 and rest[1].startswith("acks/") else rest[0]
         return None
 
     def run(self):
@@ -134,7 +146,7 @@ class Agent:
                         break   # new configuration: read everything again
             except CompactedError as exc:
                 log("watch: %s; reading everything again" % exc)
-            except (ClusterStoreError, OSError, ValueError, KeyError) as exc:
+            except (ClusterStoreError, CnmError, OSError, ValueError, KeyError) as exc:
                 log("store or kernel: %s; trying again" % exc)
                 time.sleep(RETRY_PAUSE)
         log("stopped")

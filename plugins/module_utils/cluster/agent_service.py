@@ -27,7 +27,8 @@ AGENT_FILES = ("__init__.py", "constants.py", "errors.py", "validation.py",
                "cluster/__init__.py", "cluster/agent.py", "cluster/client.py",
                "cluster/keys.py", "cluster/peers.py",
                "dns/__init__.py", "dns/files.py", "dns/resolver_client.py",
-               "netns/__init__.py", "netns/fdb.py", "netns/rtnl.py")
+               "netns/__init__.py", "netns/esp_marks.py", "netns/fdb.py", "netns/rtnl.py",
+               "netns/xfrm.py", "netns/xfrm_netlink.py")
 
 RUNNER = '''"""cnm host agent: runs the package %s/ installed beside this file.
 
@@ -48,10 +49,10 @@ def _import_agent():
     module imports) carry every file of AGENT_FILES; the last resort for their source."""
     from .. import constants, errors, validation
     from ..dns import files, resolver_client
-    from ..netns import fdb, rtnl
+    from ..netns import esp_marks, fdb, rtnl, xfrm, xfrm_netlink
     from . import agent, client, keys, peers
-    return (constants, errors, validation, files, resolver_client, fdb, rtnl, agent, client, keys,
-            peers)
+    return (constants, errors, validation, files, resolver_client, esp_marks, fdb, rtnl, xfrm,
+            xfrm_netlink, agent, client, keys, peers)
 
 
 def _agent_sources():
@@ -73,10 +74,25 @@ def _agent_sources():
             except OSError:
                 data = b'"""empty"""\n' if rel.endswith("__init__.py") else None
         if data is None:
-            _import_agent()
+            data = _source_of(package, rel)
+        if data is None:
             raise CnmError("cannot read the agent's file %s" % rel)
         out[rel] = data
     return out
+
+
+def _source_of(package, rel):
+    """The source of AGENT_FILES entry ``rel`` from its imported module: where the
+    modules live in no file (Mitogen serves them from memory). None when unknown."""
+    import inspect
+    name = package + "." + rel[:-3].replace("/", ".")
+    for module in _import_agent():
+        if module.__name__ == name:
+            try:
+                return inspect.getsource(module).encode("utf-8")
+            except (OSError, TypeError):
+                return None
+    return None
 
 
 def install_agent(state_dir):

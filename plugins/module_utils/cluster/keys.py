@@ -9,6 +9,10 @@
 <root>/ipam/<network id>/last/<subnet>         the last address handed out in that subnet
 <root>/endpoints/<network id>/<endpoint id>    peer record: MAC, IPs, VTEP, names
 <root>/hosts/<host>                            host record (advertise address), leased
+<root>/keys/<network id>                       an encrypted network's keys (secrets!):
+                                               {"keys": [{generation, secret}], "primary"}
+<root>/keys/<network id>/acks/<host>           the key state a host applied:
+                                               {"generations": [...], "primary": gen}
 ```
 
 ``root`` is ``/cnm/v1`` unless told otherwise (tests use a root of their own). Values are
@@ -105,6 +109,20 @@ class KeyLayout:
     def host(self, host):
         """Key of one host's record."""
         return self._key("hosts", host)
+
+    # encryption keys of a network
+    def network_keys(self, network_id):
+        """Key of the key document of an encrypted network (holds its secrets: read
+        only by the hosts that program its SAs, never returned or logged)."""
+        return self._key("keys", network_id)
+
+    def key_acks(self, network_id):
+        """Prefix of the hosts' acknowledgements of the key state they applied."""
+        return self._key("keys", network_id, "acks") + "/"
+
+    def key_ack(self, network_id, host):
+        """Key of one host's acknowledgement (no secret in it)."""
+        return self._key("keys", network_id, "acks", host)
 
     @staticmethod
     def last_part(key, prefix):

@@ -9,12 +9,20 @@ naming the first field that differs. A host leaving removes its membership; the 
 host out (or a forced removal) removes the definition and everything under its id in
 the same transaction. Peer records (endpoint MAC, addresses, VTEP) and host records live
 here too: they are what the host agent watches.
+
+An encrypted network (``encrypted`` in its options) gets its key document (a random key,
+``netns/xfrm.py``) in the creating transaction, beside the definition, never inside it
+(definitions are returned and inspected; the key document is read only to program SAs).
+A key rotation replaces it step by step (``rotate_step``), each step acknowledged by
+every member host (``key_acks``) before the next.
 """
 import datetime
 import json
 import secrets
+import time
 
 from ..errors import ConflictError, NotFoundError, ValidationError
+from ..validation import driver_option_value
 from ..ipam.config import PoolConfig, parse_ipam_config
 from .client import CommitUnknownError, compare, encode_json, op_delete, op_get, op_put
 from .ipam import VXLANID_FIELD, choose_global_pools, choose_vnis, parse_vxlanid_list
@@ -52,7 +60,8 @@ def network_request(params):
                               field="ipam.config")
     return {"name": name, "driver": params.get("driver") or "overlay", "pools": pools,
             "vnis": vnis or None, "labels": params.get("labels"),
-            "options": {str(k): str(v) for k, v in options.items()} if options else None,
+            "options": {str(k): driver_option_value(k, v) for k, v in options.items()}
+            if options else None,
             **{flag: params.get(flag) for flag in _FLAGS}}
 
 
@@ -199,6 +208,9 @@ class ClusterNetworks:
         for pool in definition["pools"]:
             success.append(op_put(self.keys.subnet(pool["subnet"]),
                                   {"network": net, "name": name}))
+        from ..netns import xfrm
+        if xfrm.is_encrypted(definition.get("options")):
+            success.append(op_put(self.keys.network_keys(net), xfrm.new_key_document()))
         return compares, success
 
     @staticmethod
@@ -279,7 +291,9 @@ class ClusterNetworks:
         ops = [op_delete(self.keys.network(definition["name"])),
                op_delete(self.keys.members(net), prefix=True),
                op_delete(self.keys.ipam(net), prefix=True),
-               op_delete(self.keys.endpoints(net), prefix=True)]
+               op_delete(self.keys.endpoints(net), prefix=True),
+               op_delete(self.keys.network_keys(net)),
+               op_delete(self.keys.network_keys(net) + "/", prefix=True)]
         ops += [op_delete(self.keys.vni(v)) for v in definition["vnis"]]
         ops += [op_delete(self.keys.subnet(p["subnet"])) for p in definition["pools"]]
         return ops
@@ -345,7 +359,8 @@ class ClusterNetworks:
         was removed (``host_records``' shape). Raises ClusterUnavailableError."""
         found = self.host_records(host)
         for name, net in found["members"]:
-            self._idempotent([], [op_delete(self.keys.member(net, host))])
+            self._idempotent([], [op_delete(self.keys.member(net, host)),
+                                  op_delete(self.keys.key_ack(net, host))])
         for net, endpoint_id, dummy in found["endpoints"]:
             self._idempotent([], [op_delete(self.keys.endpoint(net, endpoint_id))])
         for net, address, record in found["addresses"]:
@@ -353,6 +368,61 @@ class ClusterNetworks:
             self._idempotent([compare(key, "VALUE", "==", encode_json(record))],
                              [op_delete(key)])
         return found
+
+    # --- keys of an encrypted network ---------------------------------------------------
+    def key_document(self, network_id):
+        """``(key document, mod revision)`` of an encrypted network, ``(None, 0)`` when
+        it has none. The document holds secrets: hand it to ``peers.apply`` only.
+        Raises ClusterUnavailableError."""
+        kv = self.client.get(self.keys.network_keys(network_id))
+        return (None, 0) if kv is None else (json.loads(kv.value.decode()), kv.mod_revision)
+
+    def put_key_document(self, network_id, doc, mod_revision):
+        """Replace the key document if it is still at ``mod_revision`` (a rotation step).
+        Returns True when written, False when another host changed it meanwhile (read
+        again). Raises ClusterUnavailableError."""
+        key = self.keys.network_keys(network_id)
+        for dummy in range(MAX_TRIES):
+            try:
+                result = self.client.txn([compare(key, "MOD", "==", mod_revision)],
+                                         [op_put(key, doc)])
+            except CommitUnknownError:
+                kv = self.client.get(key)
+                if kv is not None and kv.value == encode_json(doc):
+                    return True
+                if kv is None or kv.mod_revision != mod_revision:
+                    return False
+                continue
+            return result.succeeded
+        return False
+
+    def key_acks(self, network_id):
+        """``{host: {"generations", "primary"}}``: the key state each host applied.
+        Raises ClusterUnavailableError."""
+        prefix = self.keys.key_acks(network_id)
+        kvs, dummy = self.client.range(prefix, prefix=True)
+        return {KeyLayout.last_part(kv.key, prefix): json.loads(kv.value.decode())
+                for kv in kvs}
+
+    def wait_key_acks(self, definition, state, timeout=15.0, field="key_rotation"):
+        """Wait until every member host acknowledged key ``state`` (``xfrm.key_state``).
+        Called between the steps of a key rotation. Raises ConflictError naming
+        ``field`` and the hosts that did not answer within ``timeout`` seconds (the key
+        document stays as it is: a later run resumes), ClusterUnavailableError."""
+        deadline = time.monotonic() + timeout
+        while True:
+            acks = self.key_acks(definition["id"])
+            late = [m for m in self.members(definition) if acks.get(m) != state]
+            if not late:
+                return
+            if time.monotonic() > deadline:
+                raise ConflictError(
+                    "key rotation of network %s: host(s) %s did not apply key generations "
+                    "%s (primary %s) within %ds; is their host agent running? The rotation "
+                    "resumes with the next run" % (definition["name"], ", ".join(late),
+                                                   state["generations"], state["primary"],
+                                                   timeout), field=field)
+            time.sleep(0.1)
 
     def register_host(self, host, record, ttl=30):
         """Write ``host``'s record (e.g. ``{"advertise_address": ...}``) under a lease of

@@ -8,123 +8,30 @@ files of the sandboxes it touched and tells the running resolver which ones chan
 its control socket; the resolver updates only the answers of those names. So the cost of
 an attach does not grow with the number of sandboxes on the host.
 """
-import json
 import os
-import sys
 
 from .. import constants as C
+from ..dns import resolver_client as client
 from ..errors import CnmError, DependencyError, KernelError
-from ..host_packages import install_hint, python_library_missing
 from ..model import Endpoint, Network, Sandbox, gateway_for
+# the resolver's files and revival live in resolver_feed.py (the info path shares them);
+# their names stay importable from here (recovery, endpoints, dns_settings, doctor)
+from .resolver_feed import (  # noqa: F401 pylint: disable=unused-import
+    DNS_DRIVERS, HOST_RESOLV_CONF, _ip, fragment, global_config, has_fragments, needed,
+    require_dnspython, resolver_missing, resolver_settings, revive, uses_resolver, write_all,
+)
 from .session import Session
 
-DNS_DRIVERS = ("bridge", "macvlan", "ipvlan")  # user-defined networks get the resolver
 INTENT_DNS = "dns"
 INTENT_ALL = "*"  # the intent key of a DNS step over every sandbox
-HOST_RESOLV_CONF = "/etc/resolv.conf"
 
 
-def uses_resolver(net):
-    """True for a network whose sandboxes get the embedded resolver: user-defined
-    networks of a DNS driver, not the predefined default ``bridge`` (as Docker's
-    docker0 has no embedded DNS)."""
-    return net.driver in DNS_DRIVERS and not net.predefined
-
-
-def require_dnspython():
-    """Called before an operation makes anything that will need the resolver, and before
-    the resolver is started: raises DependencyError naming the package for this host's OS
-    when this Python cannot import dnspython (checked with a finder lookup, not an
-    import: modules never import dnspython themselves)."""
-    if python_library_missing("dns"):
-        raise DependencyError("the embedded DNS resolver needs dnspython, which %s cannot "
-                              "import: %s" % (sys.executable, install_hint("dnspython")))
-
-
-def resolver_settings(store):
-    """The host resolver settings made by cnm_dns (defaults when never set)."""
-    return store.get_setting("resolver", {"state": "started", "upstreams": [],
-                                          "ttl": C.DNS_TTL})
-
-
-def _ip(cidr):
-    """The address part of a stored (already normalised) ``ip/prefix``."""
-    return cidr.split("/", 1)[0] if cidr else None
-
-
-def global_config(store):
-    """The resolver's config.json content: settings only (sandboxes have their files)."""
-    from ..dns import service
-    settings = resolver_settings(store)
-    return service.resolver_config({}, {}, ttl=settings.get("ttl"),
-                                   upstreams=settings.get("upstreams") or [],
-                                   host_resolv_conf=HOST_RESOLV_CONF)
-
-
-def fragment(store, sandbox_id):
-    """The resolver's file content for one sandbox, or None when the sandbox is gone or
-    on no network with DNS. Reads only that sandbox's rows (json_extract in SQLite)."""
-    from ..dns import service
-    row = store.conn.execute(
-        "SELECT name, json_extract(doc, '$.netns_path'), json_extract(doc, '$.hostname'),"
-        " json_extract(doc, '$.dns.hostname'), json_extract(doc, '$.dns.upstreams') "
-        "FROM sandboxes WHERE id=?", (sandbox_id,)).fetchone()
-    if row is None:
-        return None
-    sb_name, netns, hostname, dns_hostname, upstreams = row
-    names = [n for n in dict.fromkeys([sb_name, dns_hostname or hostname]) if n]
-    records, forward = {}, False
-    for seq, net_name, driver, internal, aliases, ipv4, ipv6, predefined in store.conn.execute(
-            "SELECT e.rowid, n.name, json_extract(n.doc, '$.driver'), "
-            "json_extract(n.doc, '$.internal'), json_extract(e.doc, '$.aliases'), "
-            "json_extract(e.doc, '$.ipv4'), json_extract(e.doc, '$.ipv6'), "
-            "json_extract(n.doc, '$.predefined') "
-            "FROM endpoints e JOIN networks n ON n.id = e.network_id "
-            "WHERE e.sandbox_id=? ORDER BY e.rowid", (sandbox_id,)):
-        if driver not in DNS_DRIVERS or predefined:
-            continue
-        records[net_name] = {"names": names + json.loads(aliases or "[]"),
-                             "ipv4": _ip(ipv4), "ipv6": _ip(ipv6), "seq": seq}
-        forward = forward or not internal
-    if not records:
-        return None
-    upstreams = json.loads(upstreams) if upstreams and upstreams != "[]" else None
-    return service.sandbox_fragment(netns, forward, records, upstreams)
-
-
-def needed(store):
-    """True when some sandbox is on a network with DNS (the resolver must run)."""
-    return store.conn.execute(
-        "SELECT 1 FROM endpoints e JOIN networks n ON n.id = e.network_id "
-        "WHERE json_extract(n.doc, '$.driver') IN (%s) "
-        "AND NOT coalesce(json_extract(n.doc, '$.predefined'), 0) LIMIT 1"
-        % ",".join("'%s'" % d for d in DNS_DRIVERS)).fetchone() is not None
-
-
-def _write_all(engine):
-    """Rewrite every sandbox's file from the store and remove the files of sandboxes
-    that are gone. O(sandboxes): for network rebuilds and a revived resolver only.
-    Returns the names whose file changed."""
-    from ..dns import service
-    changed = []
-    present = set()
-    for sandbox_id, name in engine.store.conn.execute("SELECT id, name FROM sandboxes"):
-        present.add(name)
-        if service.write_fragment(engine.run_dir, name, fragment(engine.store, sandbox_id)):
-            changed.append(name)
-    for name in service.fragment_names(engine.run_dir):
-        if name not in present and service.write_fragment(engine.run_dir, name, None):
-            changed.append(name)
-    return changed
-
-
-def _has_fragments(run_dir):
-    from ..dns import service
-    try:
-        with os.scandir(service.resolver_paths(run_dir)["fragments"]) as it:
-            return any(e.name.endswith(".json") and not e.name.startswith(".") for e in it)
-    except OSError:
-        return False
+def ensure_running(engine):
+    """Every module run that may write: bring a dead (or stuck) resolver back while
+    sandboxes need it, installing its code first (``resolver_feed.revive``). True when
+    it was started."""
+    from ..dns import service  # installs and starts: only when a start is needed
+    return revive(engine, service.ensure_resolver)
 
 
 def file_dirs(engine, sb):
@@ -187,23 +94,23 @@ def sync(engine, sandboxes=(), full=False):
     Returns True when anything on disk changed. Raises KernelError when the resolver
     reports it cannot listen in one of the sandboxes.
     """
-    from ..dns import service
     run_dir = engine.run_dir
-    if not os.path.isdir(service.resolver_paths(run_dir)["fragments"]):
+    if not os.path.isdir(client.resolver_paths(run_dir)["fragments"]):
         # first DNS change on this host, after a reboot emptied run_dir, or after an
         # upgrade from the single-file layout: every sandbox needs its file
         full = True
-    config_changed = service.write_resolver_config(run_dir, global_config(engine.store))
+    config_changed = client.write_resolver_config(run_dir, global_config(engine.store))
     if full:
-        names = _write_all(engine)
+        names = write_all(engine)
     else:
         names = [sb.name for sb in sandboxes
-                 if service.write_fragment(run_dir, sb.name, fragment(engine.store, sb.id))]
+                 if client.write_fragment(run_dir, sb.name, fragment(engine.store, sb.id))]
     changed = config_changed or bool(names)
     settings = resolver_settings(engine.store)
     started = False
-    if settings.get("state", "started") == "started" and _has_fragments(run_dir):
+    if settings.get("state", "started") == "started" and has_fragments(run_dir):
         require_dnspython()
+        from ..dns import service  # install check and start (the code of a new release)
         started = service.ensure_resolver(engine.state_dir, engine.run_dir)
     if started:
         # a new daemon loaded every file before it reported ready
@@ -240,8 +147,7 @@ def _write_name_files(engine, sb):
 
 
 def _fragment_exists(run_dir, name):
-    from ..dns import service
-    return os.path.exists(os.path.join(service.resolver_paths(run_dir)["fragments"],
+    return os.path.exists(os.path.join(client.resolver_paths(run_dir)["fragments"],
                                        name + ".json"))
 
 
@@ -249,12 +155,11 @@ def _tell_resolver(run_dir, names, reload, sandboxes):
     """Make a running resolver apply the change now: over its control socket (it
     replies once done), else (an older daemon) with SIGHUP and polling for its sockets.
     A stopped resolver is left alone: it reads every file when it starts."""
-    from ..dns import service
-    if not service.resolver_status(run_dir).get("running"):
+    if not client.resolver_status(run_dir).get("running"):
         return
-    reply = service.notify_resolver(run_dir, names, reload=reload)
+    reply = client.notify_resolver(run_dir, names, reload=reload)
     if reply is None:
-        _reload(service, run_dir)
+        _reload(run_dir)
         for sb in sandboxes:
             if _fragment_exists(run_dir, sb.name):
                 _wait_listening(sb.netns_path)
@@ -265,11 +170,11 @@ def _tell_resolver(run_dir, names, reload, sandboxes):
             "%s (%s)" % item for item in sorted(errors.items())))
 
 
-def _reload(service, run_dir):
+def _reload(run_dir):
     """SIGHUP: the resolver re-reads its config now instead of at its next poll, so a
     removed sandbox's sockets (which keep its namespace alive) close at once."""
     import signal
-    pid = service.resolver_status(run_dir).get("pid")
+    pid = client.resolver_status(run_dir).get("pid")
     if pid:
         try:
             os.kill(pid, signal.SIGHUP)
@@ -298,38 +203,6 @@ def _wait_listening(netns, timeout=1.0):
         if found or time.monotonic() > deadline:
             return
         time.sleep(0.0005)
-
-
-def ensure_running(engine):
-    """Every module run: restart the resolver if it died, or if it runs but fails its
-    health check (a serving loop dead or stuck: one control request, well under 1 ms),
-    while sandboxes need it (its files are rewritten first: after a reboot run_dir is
-    empty)."""
-    from ..dns import service
-    settings = resolver_settings(engine.store)
-    if settings.get("state", "started") != "started":
-        return False
-    unhealthy = False
-    if service.resolver_status(engine.run_dir).get("running"):
-        if service.resolver_health(engine.run_dir) is not False:
-            return False
-        unhealthy = True
-    if not needed(engine.store):
-        return False
-    service.write_resolver_config(engine.run_dir, global_config(engine.store))
-    _write_all(engine)
-    require_dnspython()
-    return service.ensure_resolver(engine.state_dir, engine.run_dir, restart=unhealthy)
-
-
-def resolver_missing(engine):
-    """Read-only (check mode): True when sandboxes need the resolver, it should run and
-    it does not: drift the next real run repairs (``ensure_running``)."""
-    from ..dns import service
-    if resolver_settings(engine.store).get("state", "started") != "started":
-        return False
-    return not service.resolver_status(engine.run_dir).get("running") and needed(
-        engine.store)
 
 
 class DnsSync(Session):

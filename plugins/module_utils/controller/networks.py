@@ -3,7 +3,7 @@
 from .. import constants as C, validation as V
 from ..difference import DifferenceTracker
 from ..drivers import get_driver
-from ..errors import CnmError, ConflictError, ValidationError
+from ..errors import ConflictError, ValidationError
 from ..model import is_bridged
 from ..netns import namespace
 from .firewall_sync import rules_base
@@ -119,8 +119,9 @@ class Networks(OverlayNetworks, NetworkRebuild, NetworkCreate):
                 driver.setup_endpoint(cur, sb, ep, self.netlink)
                 self._sync_routes(sb)
             if is_bridged(cur):
-                if fw_drift:
-                    # rules deleted by hand (or a flush): put this network's back whole
+                if fw_drift or any("bridge" in d for d in drift):
+                    # rules deleted by hand (or a flush), or a bridge made again (its
+                    # sysctls, e.g. route_localnet, went with it): put them back whole
                     rules = self._firewall_rules(cur)
                     self.firewall.restore_network(rules)
                     cur.firewall = rules_base(rules)

@@ -19,16 +19,30 @@ from ..ipam.config import PoolConfig
 from ..model import Network
 from .session import Session
 
+ESP_OVERHEAD = 40   # ESP transport + AES-GCM per VXLAN packet (netns/xfrm.py)
+
 
 def global_definition(net):
     """What the cluster's IPAM and peer records need of a local overlay row."""
     return {"id": net.id, "name": net.name, "pools": net.pools}
 
 
+def encrypted_options(options):
+    """True when driver ``options`` ask for encryption (Docker's ``--opt encrypted``:
+    present with no value, or ``true``)."""
+    value = (options or {}).get(C.OPT_ENCRYPTED)
+    return value is not None and str(value).lower() in ("", "true")
+
+
+def is_encrypted(net):
+    """True when overlay network ``net`` (a local row) has ``encrypted`` set."""
+    return encrypted_options(net.options)
+
+
 def local_view(net):
     """What ``cluster/peers.py`` and the agent need of a local overlay row."""
     return {"id": net.id, "name": net.name, "bridge": net.bridge, "vxlan": net.vxlan,
-            "vtep": net.vtep}
+            "vtep": net.vtep, "vni": net.vni, "encrypted": is_encrypted(net)}
 
 
 class Overlay(Session):
@@ -99,8 +113,8 @@ class Overlay(Session):
         """This host's instance (a local row, not saved) of cluster ``definition``."""
         options = dict(definition.get("options") or {})
         options[C.OPT_VXLANID_LIST] = ",".join(str(v) for v in definition["vnis"])
-        mtu = int(options[C.OPT_MTU]) if C.OPT_MTU in options else \
-            underlay_mtu - C.VXLAN_OVERHEAD
+        overhead = C.VXLAN_OVERHEAD + (ESP_OVERHEAD if encrypted_options(options) else 0)
+        mtu = int(options[C.OPT_MTU]) if C.OPT_MTU in options else underlay_mtu - overhead
         bridge = C.OVERLAY_BRIDGE_PREFIX + definition["id"][:12]
         vxlan = C.OVERLAY_VXLAN_PREFIX + definition["id"][:12]
         return Network(id=definition["id"], name=definition["name"], driver=C.OVERLAY_DRIVER,
@@ -179,17 +193,22 @@ class Overlay(Session):
     # --- this host's view of the others ----------------------------------------------------
     def _overlay_sync_peers(self, net, check=False):
         """Program the network's remote endpoints (FDB, neighbours, remote names) from
-        the store. Returns the changes (made, or in check mode to be made). Raises
-        ClusterUnavailableError, KernelError."""
+        the store, and for an encrypted network its SAs, policies and marks (then
+        acknowledge the key state applied). Returns the changes (made, or in check mode
+        to be made; no key). Raises ClusterUnavailableError, KernelError."""
         from ..cluster import peers
         client, networks, dummy = self._cluster()
-        records, vteps, dummy = peers.read(client, networks.keys, local_view(net))
+        local = local_view(net)
+        records, vteps, keydoc, dummy = peers.read_all(client, networks.keys, local)
         try:
-            return peers.apply(self.netlink.host.rtnl, self.run_dir, local_view(net), records,
-                               vteps, check=check)
+            changes = peers.apply(self.netlink.host.rtnl, self.run_dir, local, records,
+                                  vteps, check=check, keydoc=keydoc)
         except OSError as exc:
             from ..errors import KernelError
             raise KernelError("program the peers of %s: %s" % (net.name, exc))
+        if keydoc is not None and not check:
+            peers.acknowledge(client, networks.keys, local, keydoc)
+        return changes
 
     def _agent_config(self):
         """The host agent's configuration: the store and every overlay instance here."""

@@ -13,13 +13,22 @@ advertise address) -> the cluster's definition created or joined (one transactio
 local row ``creating`` -> bridge + VXLAN -> firewall -> row ``ready`` -> peers
 programmed -> agent configured. A failure undoes its own steps newest first, leaving
 the cluster as it found it (a host that joined leaves again).
+
+``encrypted``: before anything is made, the kernel is probed for ESP with AES-GCM (a
+throwaway SA); the cluster keeps the network's keys, and ``peers.apply`` programs the SAs,
+policies and marks with the peers. ``key_rotation`` (the key generation wanted) drives
+a rotation through the cluster store: each step is written there, applied by every
+member's agent (and this run), and acknowledged by all before the next step
+(``netns/xfrm.py`` describes the order).
 """
+from .. import constants as C
+from .. import validation as V
 from ..drivers import get_driver
-from ..errors import CnmError, ConflictError
+from ..errors import CnmError, ConflictError, ValidationError
 from ..model import CREATING, READY
 from .network_create import NetworkCreate
 from .network_rebuild import NetworkRebuild
-from .overlay import Overlay
+from .overlay import Overlay, encrypted_options, is_encrypted
 from .result import Result
 from .undo import Undo, checkpoint
 
@@ -32,14 +41,57 @@ class OverlayNetworks(NetworkRebuild, NetworkCreate, Overlay):
         from ..cluster.networks import network_request
         return network_request(dict(params, driver="overlay"))
 
+    def _key_rotation(self, params, options):
+        """The validated ``key_rotation`` (None when not given). Raises ValidationError
+        naming it when it is no integer >= 0 or the network is not encrypted."""
+        wanted = params.get("key_rotation")
+        if wanted is None:
+            return None
+        wanted = V.integer(wanted, "key_rotation", 0, 2 ** 31 - 1)
+        if not encrypted_options(options):
+            raise ValidationError("key_rotation applies to encrypted overlay networks "
+                                  "(driver_options.%s: true)" % C.OPT_ENCRYPTED,
+                                  field="key_rotation")
+        return wanted
+
+    def _check_esp_support(self):
+        """Raises ValidationError naming ``driver_options.encrypted`` when this kernel
+        cannot run ESP with AES-GCM (probed with a throwaway SA)."""
+        from ..netns import xfrm
+        reason = xfrm.esp_unsupported()
+        if reason:
+            raise ValidationError(
+                "this kernel cannot run IPsec ESP with AES-GCM: %s (needs CONFIG_INET_ESP "
+                "and CONFIG_CRYPTO_GCM, built in or as the modules esp4 and gcm)" % reason,
+                field="driver_options.%s" % C.OPT_ENCRYPTED)
+
     def _create_overlay(self, desired, params):
         """This host's instance of overlay network ``params['name']``: the cluster's
-        definition created or joined, the devices made. Returns a Result. Raises
-        ValidationError/ConflictError naming the field, ClusterUnavailableError naming
-        the endpoints tried, KernelError."""
+        definition created or joined, the devices made; with ``key_rotation``, the keys
+        rotated afterwards. Returns a Result. Raises ValidationError/ConflictError
+        naming the field, ClusterUnavailableError naming the endpoints tried,
+        KernelError."""
         request = self._overlay_request(params)
+        options = request.get("options")
+        encrypted = encrypted_options(options)
         dummy, networks, dummy = self._cluster()
+        wanted = None
+        if params.get("key_rotation") is not None:
+            if not encrypted:   # joining: the stored definition may say encrypted
+                options = (networks.get(desired.name) or {}).get("options")
+            wanted = self._key_rotation(params, options)
         vtep, underlay, underlay_mtu = self._vtep()
+        if encrypted:
+            self._check_esp_support()
+        result = self._create_overlay_instance(desired, request, networks, vtep, underlay,
+                                               underlay_mtu)
+        if wanted is not None and not self.check_mode:
+            net = self._network(desired.name)
+            self._overlay_rotate(net, wanted, result)
+        return result
+
+    def _create_overlay_instance(self, desired, request, networks, vtep, underlay,
+                                 underlay_mtu):
         if self.check_mode:
             existing = networks.get(desired.name)   # read only: creates nothing
             if existing is not None:
@@ -57,6 +109,9 @@ class OverlayNetworks(NetworkRebuild, NetworkCreate, Overlay):
             undo.push("leave global network %s" % desired.name, networks.leave,
                       desired.name, vtep)
             checkpoint("overlay-defined")
+            joined_encrypted = encrypted_options(definition.get("options"))
+            if joined_encrypted and not encrypted_options(request.get("options")):
+                self._check_esp_support()   # joined an encrypted network
             net = self._overlay_network(definition, vtep, underlay, underlay_mtu)
             driver.validate(net, self.netlink)
             other = self.store.get("networks", net.id)
@@ -95,8 +150,66 @@ class OverlayNetworks(NetworkRebuild, NetworkCreate, Overlay):
     def _update_overlay(self, cur, desired, params):
         """A run on an existing instance: the definition compared with the request
         (a difference fails naming the field), membership, devices, firewall and peers
-        checked and repaired. When the store cannot be reached, the local copy is
-        checked alone and the result says so."""
+        checked and repaired; then a ``key_rotation`` above the stored generation
+        rotates the keys. When the store cannot be reached, the local copy is checked
+        alone and the result says so."""
+        wanted = self._key_rotation(params, cur.options)
+        result = self._update_overlay_instance(cur, desired, params)
+        if wanted is not None:
+            net = self._network(cur.name) or cur
+            if self.check_mode:
+                self._overlay_rotation_preview(net, wanted, result)
+            else:
+                self._overlay_rotate(net, wanted, result)
+        return result
+
+    def _overlay_rotation_preview(self, net, wanted, result):
+        """Check mode: say whether the keys would rotate (reads the store only)."""
+        from ..netns import xfrm
+        doc, dummy = self._cluster()[1].key_document(net.id)
+        if doc is not None and xfrm.rotation_step(doc, wanted) is not None:
+            result.changed = True
+            result.actions.append("rotate the keys of %s to generation %d"
+                                  % (net.name, wanted))
+
+    def _overlay_rotate(self, net, wanted, result):
+        """Rotate the keys of encrypted network ``net`` up to generation ``wanted``:
+        each step (``xfrm.rotation_step``) written to the store, applied here, and
+        acknowledged by every member host before the next. Records the steps in
+        ``result`` (generations only, never a key). Raises ConflictError naming
+        ``key_rotation`` when a host does not acknowledge in time (the store keeps a
+        consistent step; a later run resumes), ClusterUnavailableError, KernelError."""
+        from ..netns import xfrm
+        dummy, networks, dummy = self._cluster()
+        definition = networks.get(net.name)
+        if definition is None or definition["id"] != net.id:
+            raise ConflictError("global network %s is gone from the cluster store"
+                                % net.name, field="key_rotation")
+        doc, revision = networks.key_document(net.id)
+        if doc is None:
+            raise ConflictError("the keys of encrypted network %s are missing in the "
+                                "cluster store" % net.name, field="key_rotation")
+        if xfrm.rotation_step(doc, wanted) is None:
+            return
+        for dummy in range(20):
+            self._overlay_sync_peers(net)
+            networks.wait_key_acks(definition, xfrm.key_state(doc))
+            step = xfrm.rotation_step(doc, wanted)
+            if step is None:
+                return
+            if networks.put_key_document(net.id, step, revision):
+                state = xfrm.key_state(step)
+                result.changed = True
+                result.actions.append("keys of %s: generations %s, primary %d" % (
+                    net.name, state["generations"], state["primary"]))
+            doc, revision = networks.key_document(net.id)
+            if doc is None:
+                raise ConflictError("the keys of encrypted network %s vanished during "
+                                    "the rotation" % net.name, field="key_rotation")
+        raise ConflictError("key rotation of %s: the key document kept changing"
+                            % net.name, field="key_rotation")
+
+    def _update_overlay_instance(self, cur, desired, params):
         request = self._overlay_request(params)
         dummy, networks, dummy = self._cluster()
         drift = []
@@ -203,6 +316,8 @@ class OverlayNetworks(NetworkRebuild, NetworkCreate, Overlay):
             peers.forget(self.run_dir, net.id)
         except OSError as exc:
             errors.append(str(exc))
+        if is_encrypted(net):
+            errors += peers.forget_encryption(net.vni)
         try:
             self._ensure_agent()
         except (CnmError, OSError) as exc:

@@ -4,6 +4,7 @@ from ..errors import CnmError, ConflictError, KernelError, NotFoundError, Valida
 from ..difference import DifferenceTracker
 from ..model import Sandbox, new_id, now_rfc3339
 from ..netns import namespace, sysctl
+from . import reader
 from .detach import Detach
 from .result import Result
 from .undo import Undo
@@ -144,11 +145,7 @@ class Sandboxes(Detach):
         return self._run(self._sandbox_info, params)
 
     def _sandbox_info(self, params):
-        sbs = [Sandbox.from_doc(d) for d in self.store.all("sandboxes")]
-        if params.get("name"):
-            sbs = [s for s in sbs if s.name == params["name"]]
-        out = [self._inspect_sandbox(s) for s in sbs]
-        return Result(data={"exists": bool(out), "sandboxes": out})
+        return reader.sandbox_info(self.store, params)
 
 
 def network_mode_owner(value):

@@ -12,33 +12,34 @@ file per sandbox under ``<run_dir>/dns/sandboxes/`` (``write_fragment``).
 Call order for the controller, on every run that touches DNS (see dns_sync.sync):
 write the config and the files of the sandboxes the run changed, ``ensure_resolver``
 (starts it if it is not running, restarts it after an upgrade), then
-``notify_resolver`` with the changed sandboxes: it returns once the daemon applied them.
+``notify_resolver`` (``resolver_client.py``) with the changed sandboxes: it returns once
+the daemon applied them.
 The daemon also notices changed files by itself within 1 s (hand edits, older engines).
 """
 import errno
-import hashlib
-import json
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
-import time
 
 from ..constants import (
-    DNS_CONFIG_FILE, DNS_CONFIG_VERSION, DNS_CONTROL_SOCKET, DNS_CONTROL_TIMEOUT,
-    DNS_FRAGMENTS_SUBDIR, DNS_HOST_RESOLV_CONF, DNS_LOGFILE, DNS_PIDFILE,
     DNS_RESOLVER_DIR, DNS_RESOLVER_LEGACY_SCRIPT, DNS_RESOLVER_PACKAGE, DNS_RESOLVER_RUNNER,
-    DNS_RUN_SUBDIR, DNS_SYSTEMD_UNIT, DNS_SYSTEMD_UNIT_DIR, DNS_TTL, DNS_UPSTREAM_TIMEOUT,
-    DEFAULT_RUN_DIR,
 )
-from ..errors import CnmError, DependencyError
 from .files import atomic_write
+# The running daemon as the engine sees it (paths, files, status, control socket) lives
+# in resolver_client.py, starting and stopping the installed daemon in
+# resolver_process.py (an info run revives a dead resolver from its installed copy
+# without shipping this file); their names stay importable from here.
+from .resolver_process import (  # noqa: F401 pylint: disable=unused-import
+    START_TIMEOUT, STOP_TIMEOUT, _systemd_unit, _systemd_unit_name, start_resolver,
+    stop_resolver,
+)
+from .resolver_client import (  # noqa: F401 pylint: disable=unused-import
+    HEALTH_TIMEOUT, _is_ours, _runs_legacy, fragment_names, notify_resolver, resolver_config,
+    resolver_health, resolver_paths, resolver_status, sandbox_fragment, write_fragment,
+    write_resolver_config,
+)
 
-START_TIMEOUT = 10.0     # whole start, including the daemon's first config load
-STOP_TIMEOUT = 5.0
-HEALTH_TIMEOUT = 5.0     # a daemon that does not answer its health request is stuck
 
 # The daemon's modules besides __init__.py (a unit test keeps this in line with the
 # package directory and with the imports in _import_resolver).
@@ -58,17 +59,6 @@ from %s.daemon import main  # noqa: E402
 
 raise SystemExit(main())
 ''' % (DNS_RESOLVER_PACKAGE, DNS_RESOLVER_PACKAGE)
-
-
-# --- paths ------------------------------------------------------------------------------
-def resolver_paths(run_dir):
-    """``{"dir", "config", "fragments", "control", "pidfile", "log"}`` under
-    ``<run_dir>/dns`` (absolute)."""
-    d = os.path.join(os.path.abspath(run_dir), DNS_RUN_SUBDIR)
-    return {"dir": d, "config": os.path.join(d, DNS_CONFIG_FILE),
-            "fragments": os.path.join(d, DNS_FRAGMENTS_SUBDIR),
-            "control": os.path.join(d, DNS_CONTROL_SOCKET),
-            "pidfile": os.path.join(d, DNS_PIDFILE), "log": os.path.join(d, DNS_LOGFILE)}
 
 
 def _resolver_files():
@@ -213,259 +203,6 @@ def install_resolver(state_dir):
     return _install(state_dir)[0]
 
 
-# --- configuration ----------------------------------------------------------------------
-def resolver_config(sandboxes, networks, ttl=DNS_TTL, upstreams=(),
-                    host_resolv_conf=DNS_HOST_RESOLV_CONF,
-                    upstream_timeout=DNS_UPSTREAM_TIMEOUT):
-    """Build the daemon's config (the contract of ``config.json``), names lower-cased.
-
-    ``sandboxes``: ``{name: {"netns": path, "networks": [net], "forward": bool}}``
-    (optionally ``"upstreams": [...]`` per sandbox). ``networks``: ``{net: [{"sandbox":
-    name, "names": [sandbox, hostname, aliases...], "ipv4": ip or None, "ipv6": ip or
-    None}]}``. Only sandboxes on at least one network with DNS belong in ``sandboxes``.
-    """
-    out_sb = {}
-    for name in sorted(sandboxes):
-        s = sandboxes[name]
-        entry = {"netns": s["netns"], "networks": sorted(s.get("networks") or []),
-                 "forward": bool(s.get("forward", True))}
-        if s.get("upstreams"):
-            entry["upstreams"] = list(s["upstreams"])
-        out_sb[name] = entry
-    out_net = {}
-    for net in sorted(networks):
-        eps = []
-        for ep in networks[net]:
-            names = []
-            for n in ep.get("names") or []:
-                n = str(n).lower().rstrip(".")
-                if n and n not in names:
-                    names.append(n)
-            eps.append({"sandbox": ep.get("sandbox"), "names": names,
-                        "ipv4": ep.get("ipv4"), "ipv6": ep.get("ipv6")})
-        eps.sort(key=lambda e: (str(e["sandbox"]), e["names"]))
-        out_net[net] = {"endpoints": eps}
-    return {"version": DNS_CONFIG_VERSION, "ttl": int(ttl), "upstreams": list(upstreams),
-            "host_resolv_conf": host_resolv_conf,
-            "upstream_timeout": float(upstream_timeout),
-            "sandboxes": out_sb, "networks": out_net}
-
-
-def write_resolver_config(run_dir, config):
-    """Write ``<run_dir>/dns/config.json`` atomically (mode 0600) if it changed.
-
-    The running daemon notices the new file within 200 ms and applies it without
-    closing the sockets of sandboxes that stay. Returns True when the content changed.
-    """
-    p = resolver_paths(run_dir)
-    os.makedirs(p["dir"], mode=0o755, exist_ok=True)
-    text = json.dumps(config, sort_keys=True, separators=(",", ":")) + "\n"
-    return atomic_write(p["config"], text, mode=0o600)
-
-
-def sandbox_fragment(netns, forward, records, upstreams=None):
-    """The content of one sandbox's file for the daemon (the contract of
-    ``<run_dir>/dns/sandboxes/<name>.json``), names lower-cased.
-
-    ``records``: ``{net: {"names": [...], "ipv4": ip or None, "ipv6": ip or None,
-    "seq": n}}`` for each network with DNS the sandbox is on (``seq`` orders answers
-    with several addresses: older endpoints first).
-    """
-    nets = {}
-    for net in sorted(records):
-        rec = records[net]
-        names = []
-        for n in rec.get("names") or []:
-            n = str(n).lower().rstrip(".")
-            if n and n not in names:
-                names.append(n)
-        nets[net] = {"names": names, "ipv4": rec.get("ipv4"), "ipv6": rec.get("ipv6"),
-                     "seq": int(rec.get("seq") or 0)}
-    doc = {"version": DNS_CONFIG_VERSION, "netns": netns, "forward": bool(forward),
-           "networks": nets}
-    if upstreams:
-        doc["upstreams"] = list(upstreams)
-    return doc
-
-
-def write_fragment(run_dir, name, fragment):
-    """Write (or, for ``fragment`` None, remove) sandbox ``name``'s file atomically,
-    mode 0600. O(1): nothing else is read or written. Returns True when it changed."""
-    d = resolver_paths(run_dir)["fragments"]
-    path = os.path.join(d, name + ".json")
-    os.makedirs(d, mode=0o755, exist_ok=True)  # its existence means: files are complete
-    if fragment is None:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            return False
-        return True
-    text = json.dumps(fragment, sort_keys=True, separators=(",", ":")) + "\n"
-    return atomic_write(path, text, mode=0o600)
-
-
-def fragment_names(run_dir):
-    """Names of the sandboxes that have a file for the daemon."""
-    try:
-        entries = os.listdir(resolver_paths(run_dir)["fragments"])
-    except OSError:
-        return []
-    return sorted(e[:-5] for e in entries if e.endswith(".json") and not e.startswith("."))
-
-
-def notify_resolver(run_dir, names=(), reload=False, timeout=DNS_CONTROL_TIMEOUT):
-    """Tell the running daemon what changed and wait until it has applied it.
-
-    Called by the engine after writing sandbox files (``names``) or the config
-    (``reload``). The daemon re-reads only those files and replies once the sandboxes
-    named answer on 127.0.0.11:53 (or failed to), so a workload started after this call
-    gets answers from its first query. Returns the reply (``{"ok", "listening",
-    "errors"}``), or None when no daemon answers on the control socket (not running,
-    or one without a control socket): the caller then falls back to SIGHUP.
-    """
-    try:
-        return _control_request(resolver_paths(run_dir)["control"],
-                                {"op": "reload" if reload else "update",
-                                 "sandboxes": sorted(names)}, timeout)
-    except (OSError, ValueError):
-        return None
-
-
-def resolver_health(run_dir, timeout=HEALTH_TIMEOUT):
-    """Whether the running daemon serves: True when it reports its UDP, TCP and
-    forwarding loops alive, False when it reports one dead or stuck or does not answer
-    its control socket within ``timeout``, None when it cannot tell: no control socket,
-    or nobody listening on it (a daemon starting, or one that could not bind it), or a
-    daemon of an older release that has no ``health`` request.
-
-    One request on the control socket, answered by the daemon without taking its lock:
-    ~0.2 ms (median, busy 2-core test machine; the pidfile check before it ~0.05 ms).
-    """
-    try:
-        reply = _control_request(resolver_paths(run_dir)["control"], {"op": "health"},
-                                 timeout)
-    except (FileNotFoundError, ConnectionRefusedError):
-        return None
-    except (OSError, ValueError):
-        return False                    # no answer in time, or garbage
-    if not isinstance(reply, dict):
-        return False
-    if "failed" not in reply:
-        return None                     # an older daemon: unknown op
-    return bool(reply.get("ok"))
-
-
-def _control_request(path, request, timeout):
-    """Send ``request`` (a dict) on the daemon's control socket ``path`` and return the
-    decoded reply (None when the daemon closed without one). Raises OSError (no
-    socket: FileNotFoundError, nobody listening: ConnectionRefusedError, timeout) or
-    ValueError (not JSON)."""
-    import socket
-    request = json.dumps(request).encode()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    dir_fd = -1
-    try:
-        sock.settimeout(timeout)
-        address = path
-        if len(os.fsencode(path)) >= 100:
-            dir_fd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY)
-            address = "/proc/self/fd/%d/%s" % (dir_fd, os.path.basename(path))
-        sock.connect(address)
-        sock.send(request)
-        reply = sock.recv(1 << 20)
-        return json.loads(reply) if reply else None
-    finally:
-        sock.close()
-        if dir_fd >= 0:
-            os.close(dir_fd)
-
-
-# --- process ----------------------------------------------------------------------------
-def _cmdline(pid):
-    try:
-        with open("/proc/%d/cmdline" % pid, "rb") as f:
-            return f.read().split(b"\0")
-    except OSError:
-        return []
-
-
-def _daemon_script(pid, pidfile):
-    """The script process ``pid`` runs if it is our resolver with ``pidfile`` (the
-    runner, or the single file of older releases), else None."""
-    args = _cmdline(pid)
-    if os.fsencode(pidfile) not in args:
-        return None
-    scripts = (DNS_RESOLVER_RUNNER.encode(), DNS_RESOLVER_LEGACY_SCRIPT.encode())
-    for a in args:
-        if a.endswith(scripts):
-            return a
-    return None
-
-
-def _is_ours(pid, pidfile):
-    return _daemon_script(pid, pidfile) is not None
-
-
-def _runs_legacy(pid, pidfile):
-    """True when ``pid`` is the single-file daemon of an older release."""
-    script = _daemon_script(pid, pidfile)
-    return script is not None and script.endswith(DNS_RESOLVER_LEGACY_SCRIPT.encode())
-
-
-def resolver_status(run_dir):
-    """``{"running": bool, "pid": int or None}`` from the pidfile and /proc.
-
-    A pid is only ours if ``/proc/<pid>/cmdline`` runs the daemon (cnm-resolver.py, or
-    cnm_resolver.py of older releases) with this pidfile: a stale pidfile whose pid now
-    belongs to another process reads as not running (zombies have an empty cmdline and
-    read as not running too).
-    """
-    pidfile = resolver_paths(run_dir)["pidfile"]
-    try:
-        with open(pidfile) as f:
-            pid = int(f.read().strip())
-    except (OSError, ValueError):
-        return {"running": False, "pid": None}
-    if pid > 0 and _is_ours(pid, pidfile):
-        return {"running": True, "pid": pid}
-    return {"running": False, "pid": None}
-
-
-def _systemd_unit_name(run_dir):
-    if os.path.abspath(run_dir) == DEFAULT_RUN_DIR:
-        return DNS_SYSTEMD_UNIT
-    h = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:8]
-    return DNS_SYSTEMD_UNIT.replace(".service", "-%s.service" % h)
-
-
-def _use_systemd(use_systemd):
-    if use_systemd is None:
-        return os.path.isdir("/run/systemd/system")
-    return bool(use_systemd)
-
-
-def _argv(python, script, paths):
-    return [python, script, "--config", paths["config"], "--pidfile", paths["pidfile"],
-            "--log", paths["log"]]
-
-
-def _log_tail(paths, lines=5):
-    try:
-        with open(paths["log"], encoding="utf-8", errors="replace") as f:
-            return " | ".join(f.read().splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def _wait_running(run_dir, timeout):
-    end = time.monotonic() + timeout
-    while True:
-        st = resolver_status(run_dir)
-        if st["running"] or time.monotonic() >= end:
-            return st
-        time.sleep(0.02)
-
-
 def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None,
                     restart=False):
     """Make sure the resolver daemon runs; called on every module run that needs DNS.
@@ -489,101 +226,5 @@ def ensure_resolver(state_dir, run_dir, python=sys.executable, use_systemd=None,
     current = not (code_changed or restart)
     if status["running"] and current and not _runs_legacy(status["pid"], paths["pidfile"]):
         return False
-    if _use_systemd(use_systemd):
-        _start_systemd(python, script, paths, run_dir, restart=status["running"])
-    else:
-        if status["running"]:
-            stop_resolver(run_dir, use_systemd=False)
-        _start_detached(python, script, paths, run_dir)
-    st = _wait_running(run_dir, 1.0)
-    if not st["running"]:
-        raise CnmError("resolver did not start (no pidfile %s): %s"
-                       % (paths["pidfile"], _log_tail(paths)))
+    start_resolver(python, script, run_dir, use_systemd=use_systemd, running=status["running"])
     return True
-
-
-def _start_detached(python, script, paths, run_dir):
-    try:
-        proc = subprocess.run(_argv(python, script, paths) + ["--daemonize"],
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                              timeout=START_TIMEOUT + 5, start_new_session=True,
-                              cwd="/", check=False)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise CnmError("cannot start the resolver with %s: %s" % (python, e))
-    if proc.returncode == 0:
-        return
-    if resolver_status(run_dir)["running"]:
-        return                          # another run started it at the same moment
-    msg = (proc.stderr or proc.stdout or "").strip()
-    if "dnspython" in msg:
-        raise DependencyError("the DNS resolver needs dnspython for %s: %s" % (python, msg))
-    raise CnmError("resolver did not start (exit %d): %s %s"
-                   % (proc.returncode, msg, _log_tail(paths)))
-
-
-def _systemd_unit(python, script, paths):
-    return (
-        "# Generated by cnm.core: changes are overwritten.\n"
-        "[Unit]\n"
-        "Description=cnm embedded DNS resolver (127.0.0.11 in sandboxes)\n"
-        "After=network.target\n\n"
-        "[Service]\n"
-        "Type=simple\n"
-        "ExecStart=%s\n"
-        "Restart=always\n"
-        "RestartSec=1\n"
-        "KillMode=process\n" % " ".join(_argv(python, script, paths))
-    )
-
-
-def _start_systemd(python, script, paths, run_dir, restart=False):
-    unit = _systemd_unit_name(run_dir)
-    path = os.path.join(DNS_SYSTEMD_UNIT_DIR, unit)
-    if atomic_write(path, _systemd_unit(python, script, paths)):
-        subprocess.run(["systemctl", "daemon-reload"], capture_output=True, check=False)
-    proc = subprocess.run(["systemctl", "restart" if restart else "start", unit],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise CnmError("systemctl start %s failed: %s" % (unit, proc.stderr.strip()))
-    _wait_running(run_dir, START_TIMEOUT)
-
-
-def stop_resolver(run_dir, use_systemd=None):
-    """Stop the daemon: SIGTERM, wait up to 5 s, then SIGKILL. Returns True if it ran.
-
-    With systemd the unit is stopped too (otherwise ``Restart=always`` would bring it
-    back). A stale pidfile is removed.
-    """
-    if _use_systemd(use_systemd):
-        unit = _systemd_unit_name(run_dir)
-        if os.path.exists(os.path.join(DNS_SYSTEMD_UNIT_DIR, unit)):
-            subprocess.run(["systemctl", "stop", unit], capture_output=True, check=False)
-    paths = resolver_paths(run_dir)
-    st = resolver_status(run_dir)
-    pid = st["pid"]
-    if not st["running"]:
-        _remove_stale_pidfile(paths["pidfile"], None)
-        return False
-    for sig, wait in ((signal.SIGTERM, STOP_TIMEOUT), (signal.SIGKILL, 2.0)):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            break
-        end = time.monotonic() + wait
-        while time.monotonic() < end and _is_ours(pid, paths["pidfile"]):
-            time.sleep(0.02)
-        if not _is_ours(pid, paths["pidfile"]):
-            break
-    _remove_stale_pidfile(paths["pidfile"], pid)
-    return True
-
-
-def _remove_stale_pidfile(pidfile, pid):
-    try:
-        with open(pidfile) as f:
-            text = f.read().strip()
-        if pid is None or text == str(pid):
-            if not (text.isdigit() and _is_ours(int(text), pidfile)):
-                os.unlink(pidfile)
-    except (OSError, ValueError):
-        pass

@@ -10,9 +10,13 @@ host agent), so the VXLAN port never learns and never floods ARP for known peers
 gateway address is the same on every host (same address, same MAC) and is answered
 locally, so its ARP never crosses hosts and each host routes its own sandboxes out.
 
-MTU: the underlay link's MTU minus the VXLAN overhead (50), on the VXLAN device, the
-bridge and every sandbox interface, unless the network sets
-``com.docker.network.driver.mtu``.
+MTU: the underlay link's MTU minus the VXLAN overhead (50), and minus ESP's (40 more)
+when ``encrypted``, on the VXLAN device, the bridge and every sandbox interface, unless
+the network sets ``com.docker.network.driver.mtu``.
+
+``encrypted`` is only checked here: the IPsec side (SAs, policies, marks) is not a device
+of this driver but state programmed with the peers (``cluster/peers.py``), by the
+controller and the host agent.
 """
 from .. import constants as C
 from .. import validation as V

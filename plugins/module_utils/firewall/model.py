@@ -8,60 +8,18 @@ values safe to paste into nft and iptables-restore scripts.
 """
 import ipaddress
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from ..constants import PORT_PROTOCOLS
 from ..errors import ValidationError
+# one published port as data lives with the ports (the info path reads it without the
+# firewall); it stays importable from here
+from ..ports.mapping import PortMapping  # noqa: F401  (re-exported)
 
 # Interface names end up quoted in nft scripts and unquoted in iptables-restore lines:
 # no quotes, spaces or shell/glob characters ('+' is iptables' wildcard).
 _IFNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,14}$")
 _NETWORK_ID = re.compile(r"^[0-9a-f]{12,64}$")
-
-
-@dataclass(frozen=True, order=True)
-class PortMapping:
-    """One host port forwarded to one container port (ranges are already expanded).
-
-    ``host_ip`` is "" for every address of the family, else a normalised address
-    (``127.0.0.1``, ``2001:db8::1``). ``container_ip`` is the endpoint's address of the
-    same ``family`` (4 or 6).
-    """
-    protocol: str
-    host_ip: str
-    host_port: int
-    container_ip: str
-    container_port: int
-    family: int
-
-    def to_dict(self):
-        """The mapping as a JSON-ready dict (keys = field names)."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, doc):
-        """Rebuild a mapping from ``to_dict`` output; raises ValidationError if malformed."""
-        try:
-            return cls(protocol=str(doc["protocol"]), host_ip=str(doc.get("host_ip") or ""),
-                       host_port=int(doc["host_port"]), container_ip=str(doc["container_ip"]),
-                       container_port=int(doc["container_port"]), family=int(doc["family"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValidationError("malformed port mapping %r: %s" % (doc, exc),
-                                  field="ports") from None
-
-    @property
-    def is_loopback(self):
-        """True when the mapping is bound to a loopback host address (127.0.0.0/8)."""
-        return bool(self.host_ip) and ipaddress.ip_address(self.host_ip).is_loopback
-
-    def describe(self):
-        """Short human form, e.g. ``tcp 127.0.0.1:8080 -> 172.18.0.2:80``."""
-        host = self.host_ip or ("0.0.0.0" if self.family == 4 else "::")
-        if self.family == 6:
-            return "%s [%s]:%d -> [%s]:%d" % (self.protocol, host, self.host_port,
-                                              self.container_ip, self.container_port)
-        return "%s %s:%d -> %s:%d" % (self.protocol, host, self.host_port,
-                                      self.container_ip, self.container_port)
 
 
 @dataclass(frozen=True)

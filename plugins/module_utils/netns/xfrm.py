@@ -69,6 +69,8 @@ TAG_PREFIX = 0xCE000000
 TAG_MASK = 0xFF000000
 PRIORITY = 100
 REPLAY_WINDOW = 32
+ESP_OVERHEAD = 40      # ESP transport + AES-GCM per VXLAN packet (see MTU above)
+ROTATION_FIELD = "key_rotation"
 _LABEL = b"cnm.core/overlay/xfrm/v1"
 
 
@@ -140,6 +142,80 @@ def generate_key(generation=0):
     """A fresh random ``NetworkKey`` (32 bytes from ``secrets``). Called once when an
     encrypted network is created, and for each ``key_rotation`` (generation + 1)."""
     return NetworkKey(generation, Secret(secrets.token_bytes(SECRET_BYTES)))
+
+
+def is_encrypted(options):
+    """True when a network's driver options ask for encryption (Docker's ``--opt
+    encrypted``: present with no value, or ``true``). Pure."""
+    value = (options or {}).get("encrypted")
+    return value is not None and str(value).lower() in ("", "true")
+
+
+def new_key_document(generation=0):
+    """The cluster store's key document of a newly created encrypted network (one fresh
+    key, primary). Holds the secret: it goes to the store only."""
+    return {"keys": [generate_key(generation).to_store()], "primary": generation}
+
+
+def keys_of_document(doc):
+    """``(keys, primary)`` of a key document (NetworkKeys, the outbound generation).
+    Raises ValidationError naming ``encryption.keys`` (never showing a secret)."""
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list) or not doc["keys"]:
+        raise ValidationError("is not a key document", field="encryption.keys")
+    keys = [NetworkKey.from_store(k) for k in doc["keys"]]
+    if doc.get("primary") not in [k.generation for k in keys]:
+        raise ValidationError("the primary generation is not among the keys",
+                              field="encryption.keys")
+    return keys, doc["primary"]
+
+
+def key_state(doc):
+    """What a host acknowledges once it applied ``doc``: the generations and the
+    primary, no secret. Pure."""
+    return {"generations": sorted(k["generation"] for k in doc["keys"]),
+            "primary": doc["primary"]}
+
+
+def rotation_step(doc, wanted):
+    """The next key document of a rotation to generation ``wanted``, or None when the
+    document is at rest at ``wanted`` or later (one key, primary). Each step must be
+    applied (and acknowledged) by every host before the next (module docstring):
+    [old] -> [old, new] primary old -> [old, new] primary new -> [new]. A rotation left
+    half-way is finished first. Raises ValidationError for a malformed document."""
+    keys, primary = keys_of_document(doc)
+    newest = max(k.generation for k in keys)
+    if len(keys) == 1:
+        if primary >= wanted:
+            return None
+        return {"keys": doc["keys"] + [generate_key(wanted).to_store()], "primary": primary}
+    if primary != newest:
+        return dict(doc, primary=newest)
+    return {"keys": [k for k in doc["keys"] if k["generation"] == newest], "primary": newest}
+
+
+def esp_unsupported(netns=None):
+    """Why this kernel cannot run ESP with AES-GCM (text naming the kernel options), or
+    None when it can. Called before anything of an encrypted network is made: adds and
+    deletes a throwaway SA (TEST-NET addresses, a random SPI) in the caller's namespace
+    (or ``netns``). Raises nothing."""
+    spi = 256 + secrets.randbelow((1 << 31))
+    spec = {"src": "192.0.2.1", "dst": "192.0.2.2", "spi": spi, "reqid": TAG_PREFIX,
+            "dport": VXLAN_PORT, "alg": AEAD_ALG, "key_bits": 128 + 8 * SALT_BYTES,
+            "icv_bits": ICV_BITS, "set_mark": 0, "replay_window": 0}
+    try:
+        with _open(netns) as sock:
+            try:
+                sock.add_sa(spec, secrets.token_bytes(16 + SALT_BYTES))
+            except nl.XfrmNetlinkError as exc:
+                return nl.MISSING_SUPPORT.get(exc.code) or "adding an ESP SA fails: %s" % (
+                    exc.strerror)
+            try:
+                sock.delete_sa(spec["dst"], spi)
+            except nl.XfrmNetlinkError:
+                pass
+    except (OSError, KernelError) as exc:
+        return "no xfrm netlink socket: %s" % (getattr(exc, "strerror", None) or exc)
+    return None
 
 
 def network_tag(vni):
@@ -409,10 +485,16 @@ def apply(desired, netns=None, check_mode=False):
 
 
 def _run(func, what, *args):
+    """One change; what another writer (the host agent and a module run apply the same
+    derived objects) did already is no error: EEXIST on an add, ESRCH/ENOENT on a
+    delete (an SA's SPI derives from its key: the same (dst, spi) is the same SA)."""
     try:
         func(*args)
     except nl.XfrmNetlinkError as exc:
-        raise _kernel_error(what, exc) from None
+        done = (errno.EEXIST,) if what.startswith("add") else (
+            (errno.ESRCH, errno.ENOENT) if what.startswith("delete") else ())
+        if exc.code not in done:
+            raise _kernel_error(what, exc) from None
 
 
 def _add_sa(sock, sa):
