@@ -1,6 +1,7 @@
 # cnm.core: build, test and demo targets. Run as root on Debian 12 (CI: .ci/run).
 #
 #   make demo   build a simulated host (network namespace) and run playbooks/demo.yml on it
+#   make fleet-demo   N simulated hosts + etcd on one LAN, overlay ov1 across them (FLEET=50)
 #   make test   deps, then unit, integration, modules, sanity, lint and molecule tests
 #
 # Nothing here touches the real host's network: tests and the demo work inside
@@ -22,12 +23,15 @@ GET_PIP_CACHE := $(HOME)/.ansible/test/cache/get_pip_24_2.py
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 APT_PACKAGES := iproute2 iptables nftables python3-nftables util-linux iputils-ping \
-	bind9-dnsutils dnsperf conntrack procps netcat-openbsd socat curl
+	bind9-dnsutils dnsperf conntrack procps netcat-openbsd socat curl python3-dnspython graphviz tcpdump
 # The cluster store's tests run etcd members inside throwaway namespaces
 # (tests/cluster_harness.py); the package's own system service (localhost:2379) must not
 # run: right after installing it, deps stops and disables it (systemd, or the init.d
 # script's own pidfile; a policy-rc.d that denies starts, as here, keeps it from starting).
 CLUSTER_APT_PACKAGES := etcd-server
+# molecule/vm boots a Debian 12 VM under QEMU (TCG) from an image debootstrap builds
+# (scripts/vm/build-image.sh, cached under build/vm/); only `make molecule-vm` needs them.
+VM_APT_PACKAGES := qemu-system-x86 qemu-utils debootstrap e2fsprogs openssh-client
 
 # Passed through to pytest / ansible-test, e.g. make unit PYTEST_ARGS="-k ipam -x"
 PYTEST_ARGS ?=
@@ -38,11 +42,13 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_COLLECTIONS_PATH := $(REPO)/build/collections
 
 .PHONY: help deps unit integration modules sanity lint molecule test demo demo-clean bench \
-	golden clean distclean firewall-restore
+	golden clean distclean firewall-restore deps-2.18 compat vm-deps molecule-vm fleet-demo fleet-demo-clean molecule-multihost
 
 help:
-	@echo "targets: deps unit integration modules sanity lint molecule test demo demo-clean"
-	@echo "         bench golden clean distclean"
+	@echo "targets: deps unit integration modules sanity lint molecule molecule-vm test demo"
+	@echo "         demo-clean vm-deps"
+	@echo "         bench golden clean distclean fleet-demo fleet-demo-clean molecule-multihost"
+	@echo "         deps-2.18 compat (ansible-core 2.18 and 2.19: sanity + smoke play)"
 
 # Idempotent and fast (~0.3 s) when everything is in place already. Debian's own python3
 # needs python3-venv (ensurepip) to create the venv; pyenv's Python has it built in.
@@ -190,11 +196,71 @@ lint: deps
 molecule: deps
 	cd $(REPO) && MOLECULE_GLOB='molecule/*/molecule.yml' molecule test -s default
 
+# Three simulated hosts and an etcd cluster (molecule/multihost): overlay ov1 across them.
+molecule-multihost: deps
+	cd $(REPO) && MOLECULE_GLOB='molecule/*/molecule.yml' molecule test -s multihost
+
+# The host packages of molecule/vm (QEMU, qemu-img, debootstrap); idempotent.
+vm-deps:
+	@missing=""; \
+	for p in $(VM_APT_PACKAGES); do \
+	  [ "$$(dpkg-query -W -f='$${db:Status-Abbrev}' $$p 2>/dev/null)" = "ii " ] || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "vm-deps: apt-get install$$missing"; \
+	  $(SUDO) apt-get update -qq; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Molecule on a real VM (molecule/vm): a Debian 12 VM under QEMU/TCG, reached over SSH,
+# for ipvlan, 802.1q and a reboot with systemd. The first run builds the image (~2 min,
+# needs root and the Debian mirror); later runs reuse it from build/vm/.
+# Its plays run under Mitogen's strategy (molecule/vm/molecule.yml), found in the venv.
+molecule-vm: deps vm-deps
+	cd $(REPO) && CNM_MITOGEN_STRATEGY_PLUGINS=$$($(PY) -c 'import ansible_mitogen, os; \
+	  print(os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy"))') \
+	  MOLECULE_GLOB='molecule/*/molecule.yml' molecule test -s vm
+
+# ansible-core 2.18, the oldest version meta/runtime.yml admits, beside .venv's 2.19:
+# .venv-2.18 (requirements-2.18.txt) is made on demand like deps makes .venv (a stamp;
+# ~0.1 s when in place). `make compat` runs on it the whole sanity target (its
+# ansible-test, through PATH) and the smoke play tests/compat/smoke.yml, then the smoke
+# play again with .venv's 2.19 (its sanity is the sanity target): both versions get
+# sanity + smoke. The smoke play works in throwaway namespaces (tests/compat/test_smoke.py).
+VENV_218 := $(REPO)/.venv-2.18
+PY_218 := $(VENV_218)/bin/python
+REQUIREMENTS_218_STAMP := $(VENV_218)/.requirements.stamp
+deps-2.18: deps
+	@if ! [ -x $(PY_218) ] || ! $(PY_218) -c 'import sys' 2>/dev/null; then \
+	  echo "deps-2.18: creating $(VENV_218)"; rm -rf $(VENV_218); $(PYTHON) -m venv $(VENV_218); \
+	  rm -f $(REQUIREMENTS_218_STAMP); \
+	fi
+	@if ! [ -f $(REQUIREMENTS_218_STAMP) ] || \
+	    [ $(REPO)/requirements-2.18.txt -nt $(REQUIREMENTS_218_STAMP) ]; then \
+	  echo "deps-2.18: pip install -r requirements-2.18.txt"; \
+	  $(PY_218) -m pip install -q --disable-pip-version-check -r $(REPO)/requirements-2.18.txt; \
+	  touch $(REQUIREMENTS_218_STAMP); \
+	fi
+	@site=$$($(PY_218) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
+	[ -e "$$site/nftables" ] || ln -sfn /usr/lib/python3/dist-packages/nftables "$$site/nftables"
+
+compat: deps-2.18
+	@failed=""; SECONDS=0; \
+	echo "--- ansible-core $$($(VENV_218)/bin/ansible --version | sed -n 's/.*core \([0-9.]*\).*/\1/p'): sanity"; \
+	$(MAKE) --no-print-directory -C $(REPO) sanity PATH="$(VENV_218)/bin:$(PATH)" || failed="$$failed sanity-2.18"; \
+	echo "--- ansible-core 2.18: smoke play ($$SECONDS s so far)"; \
+	cd $(REPO); \
+	CNM_COMPAT_ANSIBLE=2.18 $(VENV_218)/bin/pytest tests/compat $(PYTEST_ARGS) || failed="$$failed smoke-2.18"; \
+	echo "--- ansible-core 2.19: smoke play ($$SECONDS s so far)"; \
+	CNM_COMPAT_ANSIBLE=2.19 $(PYTEST) tests/compat $(PYTEST_ARGS) || failed="$$failed smoke-2.19"; \
+	if [ -n "$$failed" ]; then echo "make compat: FAILED:$$failed ($$SECONDS s)"; exit 1; fi; \
+	echo "make compat: ansible-core 2.18 and 2.19 passed ($$SECONDS s)"
+
 # Everything CI runs. Each suite runs even when an earlier one failed; the exit status
 # is non-zero when any failed.
 test: deps
 	@failed=""; \
-	for t in unit integration modules sanity lint molecule; do \
+	for t in unit integration modules sanity lint molecule molecule-multihost molecule-vm compat; do \
 	  echo "=== make $$t ==="; start=$$SECONDS; \
 	  if $(MAKE) --no-print-directory -C $(REPO) $$t; then res=ok; else res=FAILED; failed="$$failed $$t"; fi; \
 	  echo "=== make $$t: $$res ($$((SECONDS - start)) s) ==="; \
@@ -207,6 +273,21 @@ demo: deps
 
 demo-clean:
 	cd $(REPO) && $(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/demo.py --clean
+
+# A simulated fleet (scripts/fleet_demo.py): FLEET hosts (network namespaces) and a
+# 3-member etcd cluster (etcd-server, installed by deps) on one LAN in namespaces of their
+# own; playbooks/fleet-demo.yml builds overlay ov1 with one sandbox per host, twice (the
+# second run must report changed=0), then a cross-host ping matrix and DNS answers.
+# The fleet stays up (build/fleet/inventory.yml) until fleet-demo-clean.
+# FLEET_DRIVER=bridge runs the same play with a local bridge ov1 per host; FLEET_MITOGEN=1
+# runs the plays under Mitogen (build/fleet/inventory-mitogen.yml).
+FLEET ?= 3
+FLEET_DRIVER ?= overlay
+fleet-demo: deps
+	cd $(REPO) && $(PY) scripts/fleet_demo.py --hosts $(FLEET) --driver $(FLEET_DRIVER)
+
+fleet-demo-clean:
+	cd $(REPO) && $(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/fleet_demo.py --clean
 
 # Every bench/bench_*.py (or BENCH="bench/bench_ipam.py ..."), each in its own throwaway
 # namespace; the output (JSON, then a table) is kept in bench/results/<name>-<time>.out.
@@ -223,5 +304,6 @@ clean:
 	rm -rf $(REPO)/build $(REPO)/tests/output $(REPO)/.pytest_cache
 	find $(REPO) -path $(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +
 
-distclean: clean demo-clean
+distclean: fleet-demo-clean clean demo-clean
 	rm -rf $(VENV)
+	rm -rf $(VENV_218)

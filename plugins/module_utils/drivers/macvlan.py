@@ -116,9 +116,13 @@ class MacvlanDriver(Driver):
             if parent is None:
                 raise KernelError("parent interface %s is missing"
                                   % network.options[C.OPT_PARENT])
-            netlink.host.add_sublink(endpoint.ifname, self.kind, parent, sandbox.netns_path,
+            # made under a name of its own, then renamed inside: some kernels (Debian
+            # 12's 6.1) check the name in the host's namespace too, where eth0 exists
+            temporary = "cnm%s" % endpoint.id[:10]
+            netlink.host.add_sublink(temporary, self.kind, parent, sandbox.netns_path,
                                      self._mode_data(network), mtu=network.mtu or None,
                                      mac=endpoint.mac if self.kind == "macvlan" else None)
+            inside.rename(inside.index(temporary), endpoint.ifname)
             slink = inside.link(endpoint.ifname)
         set_ipv6(network, sandbox, endpoint)
         have = inside.addresses(slink["index"])
