@@ -62,8 +62,9 @@ class OverlayDriver(BridgedDriver):
                                   "is missing" % (network.underlay, network.vtep),
                                   field="advertise_address")
         info = host.vxlan(network.vxlan)
-        if info is not None and (info["vni"] != network.vni or info["local"] != network.vtep
-                                 or info["link"] != parent or info["learning"]):
+        wanted = (network.vni, network.vtep, parent, False)
+        if info is not None and (info["vni"], info["local"], info["link"],
+                                 info["learning"]) != wanted:
             host.delete_link(network.vxlan)   # VNI and VTEP cannot change in place
             info = None
         if info is None:

@@ -234,18 +234,18 @@ class Rtnl:
         link, destination UDP port, and learning off (peers come from the cluster
         store as static FDB entries, never from flooding)."""
         import ipaddress
-        return (_u32(IFLA_VXLAN_ID, vni) + _u32(IFLA_VXLAN_LINK, parent_index)
-                + _attr(IFLA_VXLAN_LOCAL, ipaddress.IPv4Address(local).packed)
-                + _attr(IFLA_VXLAN_LEARNING, b"\0")
-                + _attr(IFLA_VXLAN_PORT, struct.pack(">H", port)))
+        return b"".join((_u32(IFLA_VXLAN_ID, vni), _u32(IFLA_VXLAN_LINK, parent_index),
+                         _attr(IFLA_VXLAN_LOCAL, ipaddress.IPv4Address(local).packed),
+                         _attr(IFLA_VXLAN_LEARNING, b"\0"),
+                         _attr(IFLA_VXLAN_PORT, struct.pack(">H", port))))
 
     def vxlan_info(self, ifname):
         """``{"vni", "local", "port", "learning", "link"}`` of VXLAN link ``ifname``, or
         None when it is missing or no VXLAN."""
         import ipaddress
         try:
-            replies = self.request(RTM_GETLINK, 0, _IFINFO.pack(0, 0, 0, 0, 0)
-                                   + _str(IFLA_IFNAME, ifname))
+            query = _IFINFO.pack(0, 0, 0, 0, 0) + _str(IFLA_IFNAME, ifname)
+            replies = self.request(RTM_GETLINK, 0, query)
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return None
@@ -307,8 +307,8 @@ class Rtnl:
             flags += _attr(IFLA_BRPORT_LEARNING, bytes([1 if learning else 0]))
         if neigh_suppress is not None:
             flags += _attr(IFLA_BRPORT_NEIGH_SUPPRESS, bytes([1 if neigh_suppress else 0]))
-        self.request(RTM_SETLINK, 0, _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0)
-                     + _nested(IFLA_PROTINFO, flags))
+        header = _IFINFO.pack(AF_BRIDGE, 0, index, 0, 0)
+        self.request(RTM_SETLINK, 0, header + _nested(IFLA_PROTINFO, flags))
 
     def brport(self, index):
         """``{"learning", "neigh_suppress"}`` of bridge port ``index`` (None: no port)."""
