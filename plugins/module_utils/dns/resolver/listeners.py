@@ -11,6 +11,7 @@ all sandboxes (epoll, here), one serves TCP, listeners and connections alike (ep
 or handed to the forwarder.
 """
 import ctypes
+import fcntl
 import logging
 import os
 import select
@@ -110,6 +111,28 @@ def _bind_pair(port):
         raise
 
 
+HIGH_FD = 1024   # glibc's FD_SETSIZE
+
+
+def _keep_high(sock):
+    """Move a long-lived socket to a descriptor above FD_SETSIZE (the daemon raised its
+    RLIMIT_NOFILE). libnftables select()s on the netlink socket it opens for each
+    redirect it writes, and glibc aborts the process when that descriptor is 1024 or
+    more: with three sockets per sandbox that happened past ~340 sandboxes. A new
+    socket gets the lowest free descriptor, so keeping ours high keeps its low.
+    Returns the socket to use (the same one when the limit allows no move)."""
+    if sock is None:
+        return None
+    try:
+        fd = fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD_CLOEXEC, HIGH_FD)
+    except OSError:
+        return sock
+    moved = socket.socket(sock.family, sock.type, sock.proto, fileno=fd)
+    moved.setblocking(False)
+    sock.close()
+    return moved
+
+
 def _open_in(name, st):
     """(In the sandbox's namespace) the sockets at private ports and the redirect;
     without a redirect, the sockets on port 53 itself."""
@@ -124,6 +147,7 @@ def _open_in(name, st):
         udp, tcp = _bind_pair(LISTEN_PORT)
         ports = None
     watch = watch_socket() if how == "nftables" else None
+    udp, tcp, watch = _keep_high(udp), _keep_high(tcp), _keep_high(watch)
     return (udp, tcp, (st.st_dev, st.st_ino), ports, watch, how)
 
 
