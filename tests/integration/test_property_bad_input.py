@@ -45,7 +45,7 @@ def module_spec(name):
     module = importlib.import_module("ansible_collections.cnm.core.plugins.modules." + name)
     seen = {}
 
-    def capture(spec, verb, **dummy):
+    def capture(spec, verb, *dummy, **ignored):
         seen.update(spec=spec, verb=verb)
     original = module.run_module
     module.run_module = capture
