@@ -235,3 +235,30 @@ def test_mtu_changes_in_place(host):
     assert host.ip_json("link show dev eth0", sandbox="a")[0]["mtu"] == 1400
     assert not eng.network(name="app",
                            driver_options={"com.docker.network.driver.mtu": "1400"}).changed
+
+
+def test_a_removed_sandbox_held_open_leaves_the_bridge_at_once(host):
+    """A sandbox's namespace may outlive its removal (the resolver closes its sockets
+    there a moment later; here the test holds it open): its veth must leave the bridge
+    at once, so a sandbox made again with the same address is the only one answering."""
+    eng = HostEngine(host)
+    res = eng.network(name="app", ipam={"config": [{"subnet": "10.89.0.0/24"}]})
+    bridge = "br-" + res.data["network"]["Id"][:12]
+    eng.endpoint(network="app", sandbox="web", ipv4_address="10.89.0.10")
+    eng.endpoint(network="app", sandbox="client", ipv4_address="10.89.0.20")
+    held = os.open(host.sandbox_path("client"), os.O_RDONLY)
+    try:
+        eng.endpoint(network="app", sandbox="client", state="absent")
+        assert len(host.ip_json("link show master %s" % bridge)) == 1
+        eng.endpoint(network="app", sandbox="client", ipv4_address="10.89.0.20")
+        ports = host.ip_json("link show master %s" % bridge)
+        assert len(ports) == 2, ports
+        assert host.ping("10.89.0.20", sandbox="web")
+        # the old veth, still alive with its namespace, is down and on no bridge
+        stale = [l for l in host.ip_json("link") if l["ifname"].startswith("veth")
+                 and l["ifname"] not in {p["ifname"] for p in ports}]
+        assert len(stale) == 1 and "master" not in stale[0], stale
+        assert "UP" not in stale[0]["flags"], stale
+    finally:
+        os.close(held)
+    assert eventually(lambda: len(_veths(host)) == 2, timeout=10)

@@ -29,6 +29,7 @@ class Detach(Namespaces, Routes, FirewallSync, DnsSync, Overlay):
                 if interfaces:
                     errors += driver.teardown_endpoint(net, sb, ep, self.netlink)
                 else:  # the namespace takes the interfaces; the host keeps the rest
+                    errors += driver.unplug_endpoint(net, sb, ep, self.netlink)
                     errors += driver.release_endpoint(net, ep, self.netlink)
             except Exception as exc:
                 errors.append(str(exc))

@@ -54,6 +54,15 @@ class Driver:
         """
         return []
 
+    def unplug_endpoint(self, network, sandbox, endpoint, netlink):
+        """Called when the sandbox's namespace is removed whole (its interfaces go with
+        it, unless something still holds the namespace: the resolver closes its sockets
+        there a moment later, a process may keep it open). Makes the endpoint's interface
+        inert at once, cheaply (no deletion, which waits for the kernel), so that it
+        never answers for the endpoint's address meanwhile: an address given again at
+        once (a sandbox made again) is never on the network twice. Best effort; errors."""
+        return []
+
     def release_endpoint(self, network, endpoint, netlink):
         """Remove what ``endpoint`` has in the HOST namespace besides its interface (an
         ifb of a bandwidth limit); to be called also when the sandbox's namespace is

@@ -170,6 +170,21 @@ class BridgedDriver(Driver):
                 host.delete_link(ifb)
         return drift + more
 
+    def unplug_endpoint(self, network, sandbox, endpoint, netlink):
+        """The host veth leaves the bridge (and goes down): ~0.1 ms, where deleting it
+        waits ~20 ms for the kernel. The namespace's end removes the pair."""
+        host = netlink.host
+        try:
+            hlink = host.link(endpoint.host_ifname)
+            if hlink is not None:
+                if hlink["master"]:
+                    host.set_master(hlink["index"], 0)
+                if hlink["up"]:
+                    host.set_down(hlink["index"])
+        except Exception as exc:  # best effort: report, go on
+            return [str(exc)]
+        return []
+
     def release_endpoint(self, network, endpoint, netlink):
         try:
             netlink.host.delete_link(tc.ifb_name(endpoint.id))

@@ -134,6 +134,18 @@ class MacvlanDriver(Driver):
         if not lo["up"]:
             inside.set_up(lo["index"])
 
+    def unplug_endpoint(self, network, sandbox, endpoint, netlink):
+        """The sub-interface goes down inside the namespace; the namespace's end removes
+        it."""
+        try:
+            inside = netlink.sandbox(sandbox.netns_path)
+            slink = inside.link(endpoint.ifname)
+            if slink is not None and slink["up"]:
+                inside.set_down(slink["index"])
+        except Exception as exc:  # the namespace is gone already: nothing answers
+            return [] if "does not exist" in str(exc) else [str(exc)]
+        return []
+
     def teardown_endpoint(self, network, sandbox, endpoint, netlink):
         try:
             netlink.sandbox(sandbox.netns_path).delete_link(endpoint.ifname)
