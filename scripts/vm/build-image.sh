@@ -23,11 +23,14 @@ MIRROR=${CNM_VM_MIRROR:-http://deb.debian.org/debian}
 IMAGE_SIZE=3G
 # The engine's own needs (python3, nftables + its binding, dnspython, iproute2, util-linux
 # for nsenter), python3-apt (the host role's package task checks them with apt), a real
-# init (systemd, udev, dbus) and what the verify play runs (ping, dig).
+# init (systemd, udev, dbus), what the verify play runs (ping, dig), and what the
+# encrypted overlay test runs in the guest (pytest, an etcd member, tcpdump on the LAN):
+# this machine's kernel has no ESP, Debian's has.
 PACKAGES=(
   linux-image-amd64 systemd-sysv udev dbus kmod openssh-server
   python3 python3-apt python3-nftables python3-dnspython
   iproute2 nftables iptables iputils-ping bind9-dnsutils procps
+  python3-pytest etcd-server tcpdump
 )
 
 log() { echo "build-image: $*" >&2; }
@@ -104,6 +107,8 @@ rm -f "$root/etc/systemd/system/timers.target.wants/"* 2>/dev/null || true
 ln -sf /dev/null "$root/etc/systemd/system/systemd-networkd-wait-online.service"
 ln -sf /dev/null "$root/etc/systemd/system/apt-daily.timer"
 ln -sf /dev/null "$root/etc/systemd/system/apt-daily-upgrade.timer"
+# the package's own etcd member would run for nothing: the test starts its own
+ln -sf /dev/null "$root/etc/systemd/system/etcd.service"
 chroot "$root" apt-get clean
 rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/*
 
