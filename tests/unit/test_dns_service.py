@@ -103,6 +103,40 @@ def test_systemd_unit_runs_the_installed_daemon_and_restarts_it():
     assert service._systemd_unit_name("/tmp/x").startswith("cnm-resolver-")
 
 
+def test_a_systemd_start_waits_for_the_first_load_not_only_the_pidfile(tmp_path):
+    """The daemon writes its pidfile before its first config load; a ``reload`` on the
+    control socket is answered only after that load. Here a stand-in daemon answers
+    after 0.3 s: the wait returns True then, and False when nobody listens."""
+    import socket
+    import threading
+    from ansible_collections.cnm.core.plugins.module_utils.dns import resolver_process
+    paths = service.resolver_paths(str(tmp_path))
+    os.makedirs(paths["dir"])
+    t0 = time.monotonic()
+    assert resolver_process._wait_serving(str(tmp_path), 0.3) is False
+    assert time.monotonic() - t0 < 2.0
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sock.bind(paths["control"])
+    sock.listen(1)
+    seen = []
+
+    def serve():
+        conn, dummy = sock.accept()
+        with conn:
+            seen.append(json.loads(conn.recv(4096)))
+            time.sleep(0.3)                  # the first load
+            conn.send(json.dumps({"ok": True, "listening": [], "errors": {}}).encode())
+
+    th = threading.Thread(target=serve, daemon=True)
+    th.start()
+    t0 = time.monotonic()
+    assert resolver_process._wait_serving(str(tmp_path), 5.0) is True
+    assert time.monotonic() - t0 >= 0.25
+    assert seen == [{"op": "reload", "sandboxes": []}]
+    th.join(2)
+    sock.close()
+
+
 def test_sandbox_files_are_private_written_only_when_changed_and_removed_with_none(tmp_path):
     frag = service.sandbox_fragment("/run/netns/web", True, {
         "app": {"names": ["Web", "web", "www."], "ipv4": "10.0.0.2", "ipv6": None,

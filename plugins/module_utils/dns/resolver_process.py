@@ -20,7 +20,7 @@ from ..constants import (
 )
 from ..errors import CnmError, DependencyError
 from .files import atomic_write
-from .resolver_client import _is_ours, resolver_paths, resolver_status
+from .resolver_client import _is_ours, notify_resolver, resolver_paths, resolver_status
 
 START_TIMEOUT = 10.0     # whole start, including the daemon's first config load
 STOP_TIMEOUT = 5.0
@@ -145,7 +145,25 @@ def _start_systemd(python, script, paths, run_dir, restart=False):
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise CnmError("systemctl start %s failed: %s" % (unit, proc.stderr.strip()))
-    _wait_running(run_dir, START_TIMEOUT)
+    end = time.monotonic() + START_TIMEOUT
+    if _wait_running(run_dir, START_TIMEOUT)["running"]:
+        # The pidfile comes first, the first config load after it: wait for the load
+        # too, as the detached start does (a boot-time `cnm restore` otherwise returns
+        # while sandboxes' 127.0.0.11 does not answer yet).
+        _wait_serving(run_dir, end - time.monotonic())
+
+
+def _wait_serving(run_dir, timeout):
+    """Wait until the daemon has applied its config: a ``reload`` on its control
+    socket is answered only after the load in progress. Returns False on timeout."""
+    end = time.monotonic() + timeout
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        if notify_resolver(run_dir, reload=True, timeout=left) is not None:
+            return True
+        time.sleep(0.05)
 
 
 def stop_resolver(run_dir, use_systemd=None):
