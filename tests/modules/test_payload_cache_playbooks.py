@@ -1,0 +1,51 @@
+"""The payload cache of the action plugins, seen from ansible-playbook (issue #13).
+
+ansible-core builds a module's AnsiballZ payload in every playbook run; the cnm action
+plugins keep it under ANSIBLE_HOME. The first run builds and keeps it, the next run uses
+the kept copy instead of building (Ansible's own debug output says which), an edit of a
+module_utils file builds it again, and CNM_PAYLOAD_CACHE=0 leaves everything to Ansible.
+"""
+import glob
+import os
+
+from ansible_runner import run_playbook
+
+PLAY = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: networks
+      cnm.core.cnm_network_info:
+"""
+FQN = "ansible_collections.cnm.core.plugins.modules.cnm_network_info"
+
+
+def _run(host, home, **env):
+    env = dict({"ANSIBLE_HOME": home, "ANSIBLE_DEBUG": "1"}, **env)
+    result = run_playbook(host, PLAY, env=env).assert_ok()
+    assert "host" in [n["Name"] for n in result["networks"]["networks"]]
+    return result.stdout
+
+
+def _kept(home):
+    return sorted(glob.glob(os.path.join(home, "cnm_core", "payloads", FQN, "*", FQN + "-*")))
+
+
+def test_the_second_run_uses_the_payload_the_first_one_built(host, tmp_path):
+    home = str(tmp_path / "home")
+    first = _run(host, home)
+    assert "ANSIBALLZ: Creating module" in first
+    kept = _kept(home)
+    assert len(kept) == 1, kept
+    second = _run(host, home)
+    assert "ANSIBALLZ: Creating module" not in second
+    assert "ANSIBALLZ: using cached module" in second
+    assert _kept(home) == kept
+
+
+def test_the_switch_leaves_the_payload_to_ansible(host, tmp_path):
+    home = str(tmp_path / "home")
+    for dummy in range(2):
+        out = _run(host, home, CNM_PAYLOAD_CACHE="0")
+        assert "ANSIBALLZ: Creating module" in out
+    assert _kept(home) == []
