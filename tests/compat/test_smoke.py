@@ -19,7 +19,7 @@ import tempfile
 
 import pytest
 
-from harness import connect, greeters, tcp_answer
+from harness import connect, eventually, greeters, tcp_answer
 
 pytestmark = pytest.mark.modules
 
@@ -103,6 +103,7 @@ def test_smoke_play(make_host):
     removed, output = play(host, smoke_state="absent")
     assert removed["changed"] >= 3 and removed["failed"] == 0, output
     assert host.sandboxes() == []
-    assert links(host) == ["lan0", "lo"]
+    # a removed namespace takes its veth with it a few milliseconds later (the kernel)
+    assert eventually(lambda: links(host) == ["lan0", "lo"]), links(host)
     assert tcp_answer(client, HOST_IP, 8080) is None
     assert "cnm" not in host.run("nft list ruleset").stdout.lower()

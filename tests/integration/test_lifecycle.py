@@ -262,3 +262,29 @@ def test_a_removed_sandbox_held_open_leaves_the_bridge_at_once(host):
     finally:
         os.close(held)
     assert eventually(lambda: len(_veths(host)) == 2, timeout=10)
+
+
+def test_the_resolver_lets_go_of_a_removed_sandbox_at_once(host):
+    """The resolver's sockets in a sandbox keep its namespace, and the host end of its
+    veth, alive. When the sandbox is removed the resolver closes them (``_close``, before
+    it answers the engine): the veth goes then, not at the end of the fd-number grace."""
+    import threading
+    from ansible_collections.cnm.core.plugins.module_utils.dns.resolver import listeners
+    from ansible_collections.cnm.core.plugins.module_utils.netns import namespace
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.89.1.0/24"}]})
+    eng.endpoint(network="app", sandbox="web", ipv4_address="10.89.1.10")
+    with namespace.entered(host.sandbox_path("web")):
+        udp = listeners.socket.socket(listeners.socket.AF_INET, listeners.socket.SOCK_DGRAM)
+        udp.bind(("127.0.0.1", 0))
+    eng.endpoint(network="app", sandbox="web", state="absent")
+    assert len(_veths(host)) == 1  # the socket holds the namespace, like the resolver's
+    server = listeners.Listeners(forwarder=None, stop=threading.Event())
+    sb = listeners.Sandbox("web", host.sandbox_path("web"))
+    sb.udp = udp
+    fd = udp.fileno()
+    server._close(sb)
+    assert os.readlink("/proc/self/fd/%d" % fd) == os.devnull  # the number stays taken
+    assert eventually(lambda: _veths(host) == [], timeout=10), _veths(host)
+    server.reap(time.monotonic() + listeners.SOCKET_CLOSE_GRACE + 1)
+    assert udp.fileno() == -1 and server.graveyard == []

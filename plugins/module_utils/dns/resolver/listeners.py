@@ -27,7 +27,7 @@ from .wire import FORWARD, respond
 LISTEN_ADDRESS = "127.0.0.11"
 LISTEN_PORT = 53             # what sandboxes ask; the sockets listen at PRIVATE_PORT
 PRIVATE_PORT = 0             # kernel-chosen (as Docker's), redirected from LISTEN_PORT
-SOCKET_CLOSE_GRACE = 0.5     # closed sockets linger so a reused fd number is never misread
+SOCKET_CLOSE_GRACE = 0.5     # a closed socket's fd number stays taken so it is never misread
 
 CLONE_NEWNET = 0x40000000
 IP_FREEBIND = getattr(socket, "IP_FREEBIND", 15)
@@ -196,7 +196,8 @@ class Listeners:
         self.tcp_ep = select.epoll()
         self.watch_ep = select.epoll()   # the sandboxes' ruleset changes (main thread)
         self.watches = {}                # fd -> sandbox name
-        self.graveyard = []              # (close after, socket)
+        self.graveyard = []              # (close after, socket whose fd is a placeholder)
+        self.placeholder = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.stats = {"udp": 0, "tcp": 0, "forwarded": 0}
         self.beat = time.monotonic()     # the UDP loop's last poll (health check)
 
@@ -343,6 +344,7 @@ class Listeners:
                 ep.unregister(s.fileno())
             except (OSError, ValueError):
                 pass
+            self._release(s)
             self.graveyard.append((time.monotonic() + SOCKET_CLOSE_GRACE, s))
         if sb.watch is not None:
             self.watches.pop(sb.watch.fileno(), None)
@@ -353,6 +355,19 @@ class Listeners:
             sb.watch.close()
         sb.udp = sb.tcp = sb.watch = None
         sb.ident = sb.ports = sb.how = None
+
+    def _release(self, sock):
+        """Free ``sock`` now but keep its fd number taken until ``reap`` closes it.
+
+        The socket is what keeps a removed sandbox's namespace, and with it the host
+        end of its veth, alive: it must go when the engine's request is answered, not
+        at the end of the grace. ``dup2`` puts /dev/null on the same fd number in one
+        step, so a serving thread that still holds the old map reads an error from it
+        (never a new sandbox's socket that took the number) until the grace is over."""
+        try:
+            os.dup2(self.placeholder, sock.fileno(), inheritable=False)
+        except (OSError, ValueError):
+            pass                        # already closed: nothing holds the namespace
 
     def reap(self, now):
         """Close the sockets whose grace time is over."""
