@@ -2,10 +2,13 @@
 """Where an in-engine attach's time goes: cProfile over N attaches on one network.
 
 Run from the collection root as root: ``.venv/bin/python bench/profile_attach.py
-[--attaches 20] [--top 25]``. Everything happens inside a throwaway simulated host
-(run_dir and netns_dir on tmpfs, as on a real host). Prints one JSON object (per-attach
-milliseconds of the engine's main steps), then the profile's top entries by cumulative
-time. A profile, not a benchmark: its overhead inflates every figure about the same.
+[--attaches 20] [--top 25] [--pre N] [--firewall none] [--save FILE]``. Everything
+happens inside a throwaway simulated host (run_dir and netns_dir on tmpfs, as on a real
+host). Prints one JSON object (per-attach milliseconds of the engine's main steps), then
+the profile's top entries by cumulative time. ``--pre N`` attaches N sandboxes first (not
+profiled), so the profile shows what an attach costs on a network that already has N;
+``--save`` keeps the raw profile (pstats) to compare two runs. A profile, not a
+benchmark: its overhead inflates every figure about the same.
 """
 import argparse
 import cProfile
@@ -30,16 +33,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--attaches", type=int, default=20)
     ap.add_argument("--top", type=int, default=25)
+    ap.add_argument("--pre", type=int, default=0,
+                    help="sandboxes attached before the profiled ones (not profiled)")
+    ap.add_argument("--firewall", default="none",
+                    help="firewall backend (none, nftables, iptables)")
+    ap.add_argument("--save", help="also write the raw profile here (pstats format)")
     args = ap.parse_args()
     host = SimHost("prof", tmpfs_runtime=True)
     try:
         def call(verb, **params):
             engine = Engine(state_dir=host.state_dir, run_dir=host.run_dir,
-                            netns_dir=host.netns_dir, firewall_backend="none")
+                            netns_dir=host.netns_dir, firewall_backend=args.firewall)
             with in_netns(host.path):
                 getattr(engine, verb)(params)
         call("network", name="app", ipam={"config": [{"subnet": "10.99.0.0/16"}]})
-        for i in range(5):  # warm: the resolver runs, the caches are filled
+        for i in range(max(5, args.pre)):  # warm: the resolver runs, the caches are filled
             call("endpoint", network="app", sandbox="warm%d" % i)
         profile = cProfile.Profile()
         profile.enable()
@@ -49,6 +57,8 @@ def main():
     finally:
         host.close()
     stats = pstats.Stats(profile)
+    if args.save:
+        stats.dump_stats(args.save)
     per_attach = {}
     for (dummy, dummy2, name), (dummy3, dummy4, dummy5, cumulative, dummy6) in \
             stats.stats.items():
@@ -56,7 +66,8 @@ def main():
             if name == func:
                 per_attach[step] = round(per_attach.get(step, 0.0) + cumulative * 1000.0
                                          / args.attaches, 2)
-    print(json.dumps({"attaches": args.attaches, "ms_per_attach": per_attach,
+    print(json.dumps({"attaches": args.attaches, "pre": args.pre,
+                      "ms_per_attach": per_attach,
                       "load": open("/proc/loadavg").read().split()[:3]}, indent=2))
     stats.sort_stats("cumulative").print_stats(args.top)
 

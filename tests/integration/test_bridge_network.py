@@ -70,3 +70,26 @@ def test_check_mode_predicts_and_creates_nothing(host):
     assert res.changed  # the network would exist by then in a real run
     assert [l["ifname"] for l in host.ip_json("link")] == ["lo"]
     assert host.sandboxes() == []
+
+
+def test_a_bridge_port_has_no_ipv6_address_of_its_own(host):
+    """The host end of an endpoint's veth is a bridge port: it makes no IPv6 link-local
+    address (``addrgenmode none``), so no DAD and no routes of its own in the host's
+    table, while the sandbox's side of an IPv6 network still gets its addresses."""
+    eng = HostEngine(host)
+    eng.network(name="app", ipam={"config": [{"subnet": "10.77.3.0/24"}]})
+    eng.network(name="six", enable_ipv6=True,
+                ipam={"config": [{"subnet": "10.77.4.0/24"}, {"subnet": "fd00:77:4::/64"}]})
+    eng.endpoint(network="app", sandbox="a")
+    eng.endpoint(network="six", sandbox="b")
+    ports = [l for l in host.ip_json("-d link") if l["ifname"].startswith("veth")]
+    assert len(ports) == 2
+    for port in ports:
+        assert "UP" in port["flags"], port
+        assert port["inet6_addr_gen_mode"] == "none", port
+        assert not [a for l in host.ip_json("-6 addr show dev %s" % port["ifname"])
+                    for a in l["addr_info"]]
+    inside = [a["local"] for a in host.ip_json("-6 addr show dev eth0", sandbox="b")[0]
+              ["addr_info"]]
+    assert "fd00:77:4::2" in inside, inside
+    assert host.ping("fd00:77:4::1", sandbox="b")

@@ -1,5 +1,6 @@
 """Lifecycle stories on a simulated host: subnets, removal, drift, crashes."""
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -288,3 +289,32 @@ def test_the_resolver_lets_go_of_a_removed_sandbox_at_once(host):
     assert eventually(lambda: _veths(host) == [], timeout=10), _veths(host)
     server.reap(time.monotonic() + listeners.SOCKET_CLOSE_GRACE + 1)
     assert udp.fileno() == -1 and server.graveyard == []
+
+
+def _without_cursor(doc):
+    doc = json.loads(doc)
+    doc.pop("ipam_last", None)
+    return doc
+
+
+def test_a_full_bridge_fails_clearly_and_leaves_nothing(host):
+    """A Linux bridge takes at most 1,023 ports: the attach past that fails with the
+    limit named, and leaves no sandbox, veth, address or row behind."""
+    eng = HostEngine(host)
+    res = eng.network(name="app", ipam={"config": [{"subnet": "10.89.8.0/22"}]})
+    bridge = "br-" + res.data["network"]["Id"][:12]
+    batch = "".join("link add fill%d master %s type veth peer name fillp%d\n" % (i, bridge, i)
+                    for i in range(1023))
+    host.run(["ip", "-batch", "-"], input=batch)
+    before = snapshot(host)
+    with pytest.raises(CnmError) as err:
+        eng.endpoint(network="app", sandbox="late")
+    assert "1023 ports" in str(err.value) and "BR_MAX_PORTS" in str(err.value), err.value
+    after = snapshot(host)
+    # the allocator's cursor moved on, as Docker's does (an address given back is not
+    # the next one handed out); every other row and the kernel are as they were
+    for snap in (before, after):
+        snap["store"]["networks"] = [row[:2] + (_without_cursor(row[2]),)
+                                     for row in snap["store"]["networks"]]
+    assert after == before
+    assert host.sandboxes() == []

@@ -108,7 +108,10 @@ def sync(engine, sandboxes=(), full=False):
     changed = config_changed or bool(names)
     settings = resolver_settings(engine.store)
     started = False
-    if settings.get("state", "started") == "started" and has_fragments(run_dir):
+    # a file of a sandbox this run wrote answers at once; only without one is the
+    # directory listed (it holds a file per sandbox of the host)
+    if settings.get("state", "started") == "started" and (any(
+            _fragment_exists(run_dir, sb.name) for sb in sandboxes) or has_fragments(run_dir)):
         require_dnspython()
         from ..dns import service  # install check and start (the code of a new release)
         started = service.ensure_resolver(engine.state_dir, engine.run_dir)

@@ -31,7 +31,8 @@ RTM_NEWROUTE, RTM_DELROUTE, RTM_GETROUTE = 24, 25, 26
 RTM_NEWNEIGH, RTM_DELNEIGH, RTM_GETNEIGH = 28, 29, 30
 # link attributes
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_MASTER = 1, 3, 4, 10
-IFLA_PROTINFO, IFLA_LINKINFO, IFLA_NET_NS_FD = 12, 18, 28
+IFLA_PROTINFO, IFLA_LINKINFO, IFLA_AF_SPEC, IFLA_NET_NS_FD = 12, 18, 26, 28
+IFLA_INET6_ADDR_GEN_MODE, IN6_ADDR_GEN_MODE_NONE = 8, 1
 IFLA_LINK = 5
 IFLA_INFO_KIND, IFLA_INFO_DATA = 1, 2
 IFLA_VLAN_ID, IFLA_VLAN_PROTOCOL = 1, 5
@@ -47,6 +48,7 @@ NUD_NOARP, NUD_PERMANENT = 0x40, 0x80
 NTF_SELF, NTF_MASTER = 0x02, 0x04
 IFF_UP = 0x1
 AF_BRIDGE = 7
+AF_INET6 = 10
 # address attributes
 IFA_ADDRESS, IFA_LOCAL, IFA_BROADCAST = 1, 2, 4
 IFA_F_NODAD = 0x02
@@ -282,6 +284,15 @@ class Rtnl:
         if ifname is not None:
             attrs += _str(IFLA_IFNAME, ifname)
         self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, flags, change) + attrs)
+
+    def set_no_ipv6_addresses(self, index):
+        """IPv6 address generation ``none`` on link ``index`` (IFLA_AF_SPEC/AF_INET6/
+        IFLA_INET6_ADDR_GEN_MODE, as ``ip link set addrgenmode none``): once up it makes
+        no link-local address, so no DAD and no routes of its own but the multicast one.
+        Refused (EAFNOSUPPORT) where the link has no IPv6 at all."""
+        spec = _nested(IFLA_AF_SPEC, _nested(AF_INET6, _attr(IFLA_INET6_ADDR_GEN_MODE, bytes(
+            [IN6_ADDR_GEN_MODE_NONE]))))
+        self.request(RTM_NEWLINK, 0, _IFINFO.pack(0, 0, index, 0, 0) + spec)
 
     def set_hairpin(self, index, on=True):
         """Bridge port hairpin mode (IFLA_PROTINFO/IFLA_BRPORT_MODE, family AF_BRIDGE)."""

@@ -192,6 +192,7 @@ class Listeners:
         self.udp_fdmap = {}              # fd -> (socket, view), replaced whole
         self.tcp_fdmap = {}              # fd -> (socket, sandbox name), replaced whole
         self.views = {}                  # sandbox name -> view (read by TCP threads)
+        self.fds = {}                    # sandbox name -> its (udp, tcp) fds in the maps
         self.udp_ep = select.epoll()
         self.tcp_ep = select.epoll()
         self.watch_ep = select.epoll()   # the sandboxes' ruleset changes (main thread)
@@ -271,20 +272,41 @@ class Listeners:
                 log.info("sandbox %s: listening in %s", name, sb.netns)
                 changed = True
         if changed:
-            udp, tcp, views = {}, {}, {}
-            for name, sb in self.sandboxes.items():
-                views[name] = sb.view
-                if sb.udp is not None:
-                    udp[sb.udp.fileno()] = (sb.udp, sb.view)
-                    tcp[sb.tcp.fileno()] = (sb.tcp, name)
-            self.udp_fdmap, self.tcp_fdmap, self.views = udp, tcp, views
+            self._publish(scope if names is not None else None)
             if names is not None:
                 log.debug("update of %s applied: %d sandboxes (%d listening), %.1f ms",
-                          ", ".join(sorted(names)), len(self.sandboxes), len(udp),
-                          (time.monotonic() - t0) * 1000)
+                          ", ".join(sorted(names)), len(self.sandboxes),
+                          len(self.udp_fdmap), (time.monotonic() - t0) * 1000)
             elif not only_check:
                 log.info("config applied: %d sandboxes (%d listening), %.1f ms",
-                         len(self.sandboxes), len(udp), (time.monotonic() - t0) * 1000)
+                         len(self.sandboxes), len(self.udp_fdmap),
+                         (time.monotonic() - t0) * 1000)
+
+    def _publish(self, names=None):
+        """Replace the maps the serving threads read (``udp_fdmap``, ``tcp_fdmap``,
+        ``views``) by new ones matching ``sandboxes``. ``names``: only these sandboxes
+        changed (an update): the maps are copied and only their entries redone, so an
+        update costs the same with 10 sandboxes or 1,000 (a copy of a dict is a C loop;
+        rebuilding them entry by entry in Python cost ~1 ms per 1,000 sandboxes)."""
+        if names is None:
+            udp, tcp, views, fds = {}, {}, {}, {}
+            todo = self.sandboxes
+        else:
+            udp, tcp = dict(self.udp_fdmap), dict(self.tcp_fdmap)
+            views, fds = dict(self.views), self.fds
+            for name in names:
+                views.pop(name, None)
+                for fd in fds.pop(name, ()):
+                    udp.pop(fd, None)
+                    tcp.pop(fd, None)
+            todo = {n: self.sandboxes[n] for n in names if n in self.sandboxes}
+        for name, sb in todo.items():
+            views[name] = sb.view
+            if sb.udp is not None:
+                fds[name] = (sb.udp.fileno(), sb.tcp.fileno())
+                udp[fds[name][0]] = (sb.udp, sb.view)
+                tcp[fds[name][1]] = (sb.tcp, name)
+        self.udp_fdmap, self.tcp_fdmap, self.views, self.fds = udp, tcp, views, fds
 
     @staticmethod
     def _unredirect(items):
