@@ -12,6 +12,9 @@ without netlink or firewall code.
 
 from __future__ import annotations
 
+# first: in an AnsiballZ payload, the engine files imported after it come compiled from
+# the host's cache (bytecode_cache.py)
+from ansible_collections.cnm.core.plugins.module_utils import bytecode_cache
 from ansible.module_utils.basic import AnsibleModule, env_fallback
 
 from ansible_collections.cnm.core.plugins.module_utils.errors import CnmError
@@ -54,14 +57,18 @@ def run_module(argument_spec, verb, engine_class, **module_kwargs):
                           firewall_backend=module.params["firewall_backend"],
                           check_mode=module.check_mode,
                           cluster={k: module.params.get(k) for k in CLUSTER_OPTIONS})
+    # the controller learns that this host holds the compiled engine (slim payloads next)
+    cached = {bytecode_cache.USED_RESULT_KEY: bytecode_cache.ACTIVE_KEY} \
+        if bytecode_cache.ACTIVE_KEY else {}
     try:
         result = getattr(engine, verb)(module.params)
     except CnmError as exc:
-        module.fail_json(msg=str(exc), field=exc.field)
+        module.fail_json(msg=str(exc), field=exc.field, **cached)
     for warning in result.warnings:
         module.warn(warning)
     out = dict(changed=result.changed, actions=result.actions)
     out.update(result.data)
     if module._diff:  # pylint: disable=protected-access
         out["diff"] = result.diff
+    out.update(cached)
     module.exit_json(**out)

@@ -40,6 +40,9 @@ from ansible.release import __version__ as ANSIBLE_VERSION
 from ansible.plugins.action.normal import ActionModule as NormalAction
 from ansible.utils.display import Display
 
+from ansible_collections.cnm.core.plugins.module_utils import bytecode_cache
+from ansible_collections.cnm.core.plugins.plugin_utils import slim_payload
+
 display = Display()
 
 ENV_SWITCH = "CNM_PAYLOAD_CACHE"
@@ -159,8 +162,79 @@ def keep(runtime_dir, store_dir, prefix):
         shutil.rmtree(old, ignore_errors=True)
 
 
+def _home():
+    return getattr(C, "ANSIBLE_HOME", None) or os.path.expanduser("~/.ansible")
+
+
 class PayloadCacheAction(NormalAction):
-    """The ``normal`` action (run the module), with its payload kept across runs."""
+    """The ``normal`` action (run the module), with its payload kept across runs and
+    sent slim to a host that holds the compiled engine (``slim_payload.py``)."""
+
+    _cnm_slim = None    # during _execute_module: {"memory", "sent", "full"}
+
+    def _execute_module(self, *args, **kwargs):
+        """Run the module; slim when the host is known to hold its engine, again whole
+        when the host answers that it does not."""
+        module_name = kwargs.get("module_name") or (args[0] if args else None)
+        if (not enabled() or kwargs.get("wrap_async") or self._task.async_val
+                or (module_name and module_name != self._task.action)):
+            return super(PayloadCacheAction, self)._execute_module(*args, **kwargs)
+        pc = self._play_context
+        memory = slim_payload.HostMemory(_home(), slim_payload.host_id(
+            getattr(self._connection, "transport", None), pc.remote_addr, pc.port,
+            pc.remote_user, pc.become, pc.become_user,
+            (kwargs.get("task_vars") or {}).get("inventory_hostname")))
+        self._cnm_slim = {"memory": memory, "sent": None, "full": False}
+        try:
+            result = super(PayloadCacheAction, self)._execute_module(*args, **kwargs)
+            if self._learn(result) and self._cnm_slim["sent"] == "slim":
+                self._cnm_slim["full"] = True
+                result = super(PayloadCacheAction, self)._execute_module(*args, **kwargs)
+                self._learn(result)
+        finally:
+            self._cnm_slim = None
+        return result
+
+    def _learn(self, result):
+        """Take our keys out of ``result`` and remember what they say of the host;
+        True when a slim payload found its engine missing."""
+        if not isinstance(result, dict):
+            return False
+        used = result.pop(bytecode_cache.USED_RESULT_KEY, None)
+        missing = result.pop(bytecode_cache.MISSING_RESULT_KEY, None)
+        memory = self._cnm_slim["memory"]
+        if used:
+            memory.remember(used, True)
+        if missing:
+            memory.remember(missing, False)
+            display.vvv("cnm.core: the host has no compiled engine %s: sending it whole"
+                        % missing)
+            return True
+        return False
+
+    def _configure_module(self, *args, **kwargs):
+        built = super(PayloadCacheAction, self)._configure_module(*args, **kwargs)
+        state = self._cnm_slim
+        if not state or state["full"]:
+            return built
+        try:
+            if len(built) == 2:     # ansible-core 2.19: (_BuiltModule, module_path)
+                data = built[0].b_module_data
+            else:                   # 2.18: (style, shebang, data, module_path)
+                data = built[2]
+            slim = slim_payload.slim_zip(data)
+            if slim is None or not state["memory"].has(slim[0]):
+                state["sent"] = "full"
+                return built
+            state["sent"] = "slim"
+            if len(built) == 2:
+                import dataclasses
+                return dataclasses.replace(built[0], b_module_data=slim[1]), built[1]
+            return built[0], built[1], slim[1], built[3]
+        except Exception as exc:  # pylint: disable=broad-except
+            display.vvvv("cnm.core slim payload: not used (%s)" % exc)
+            state["sent"] = "full"
+            return built
 
     def run(self, tmp=None, task_vars=None):
         pending = self._seed_payload()
@@ -188,8 +262,7 @@ class PayloadCacheAction(NormalAction):
             if _payload_files(runtime_dir, prefix):
                 return None  # built or seeded earlier in this run
             key = payload_key(module_path, C.DEFAULT_MODULE_UTILS_PATH)
-            home = getattr(C, "ANSIBLE_HOME", None) or os.path.expanduser("~/.ansible")
-            store_dir = os.path.join(home, "cnm_core", "payloads", prefix[:-1], key)
+            store_dir = os.path.join(_home(), "cnm_core", "payloads", prefix[:-1], key)
             if seed(runtime_dir, store_dir, prefix):
                 return None
             return runtime_dir, store_dir, prefix

@@ -49,3 +49,47 @@ def test_the_switch_leaves_the_payload_to_ansible(host, tmp_path):
         out = _run(host, home, CNM_PAYLOAD_CACHE="0")
         assert "ANSIBALLZ: Creating module" in out
     assert _kept(home) == []
+
+
+SLIM_PLAY = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: first
+      cnm.core.cnm_network_info:
+      register: first
+    - name: second
+      cnm.core.cnm_network_info:
+      register: second
+    - name: our keys never reach the user
+      ansible.builtin.assert:
+        that:
+          - first._cnm_bytecode_cache is not defined
+          - second._cnm_bytecode_cache is not defined
+          - second._cnm_bytecode_cache_missing is not defined
+"""
+
+
+def _cache_dirs(cache):
+    return sorted(n for n in os.listdir(cache) if ".tmp-" not in n) \
+        if os.path.isdir(cache) else []
+
+
+def test_a_host_with_the_compiled_engine_gets_a_slim_payload(host, tmp_path):
+    """The first task of a run leaves the compiled engine on the host and the
+    controller learns it; the next one is sent slim. A host whose copy went away
+    (here: removed between two runs) answers so, gets the whole payload in the same
+    task, and the play goes on."""
+    import shutil
+    home, cache = str(tmp_path / "home"), str(tmp_path / "cache")
+    env = {"ANSIBLE_HOME": home, "CNM_MODULE_CACHE_DIR": cache}
+    first = run_playbook(host, SLIM_PLAY, env=env, verbosity=3).assert_ok()
+    keys = _cache_dirs(cache)
+    assert len(keys) == 1, keys
+    assert os.path.exists(os.path.join(cache, keys[0], "controller", "__pycache__"))
+    assert os.listdir(os.path.join(home, "cnm_core", "hosts"))
+    assert "has no compiled engine" not in first.stdout
+    shutil.rmtree(cache)
+    again = run_playbook(host, SLIM_PLAY, env=env, verbosity=3).assert_ok()
+    assert again.stdout.count("has no compiled engine %s" % keys[0]) == 1, again.stdout
+    assert _cache_dirs(cache) == keys
