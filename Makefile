@@ -251,6 +251,9 @@ compat: deps-2.18
 	echo "--- ansible-core 2.18: smoke play ($$SECONDS s so far)"; \
 	cd $(REPO); \
 	CNM_COMPAT_ANSIBLE=2.18 $(VENV_218)/bin/pytest tests/compat $(PYTEST_ARGS) || failed="$$failed smoke-2.18"; \
+	echo "--- ansible-core 2.18: payload cache and slim payloads ($$SECONDS s so far)"; \
+	CNM_TEST_VENV_BIN=$(VENV_218)/bin $(VENV_218)/bin/pytest -p no:cacheprovider \
+	  tests/modules/test_payload_cache_playbooks.py $(PYTEST_ARGS) || failed="$$failed payload-2.18"; \
 	echo "--- ansible-core 2.19: smoke play ($$SECONDS s so far)"; \
 	CNM_COMPAT_ANSIBLE=2.19 $(PYTEST) tests/compat $(PYTEST_ARGS) || failed="$$failed smoke-2.19"; \
 	if [ -n "$$failed" ]; then echo "make compat: FAILED:$$failed ($$SECONDS s)"; exit 1; fi; \

@@ -18,12 +18,17 @@ package's modules from that directory, bytecode included.
   Its name is a hash of every file's name, size and CRC in the zip, so another release,
   or a module shipping other files, gets another directory. The newest
   ``KEEP_DIRECTORIES`` (by last use) are kept.
+- ansible-core's own ``module_utils`` files in the zip get the same treatment in a
+  directory ``ansible-<hash>`` beside it: a slim payload ships neither, and a stub
+  ``ansible/module_utils/__init__.py`` (``ansible_stub``) puts that directory first on
+  ``ansible.module_utils``' path before anything of Ansible's is imported from it.
 - Mitogen and a checkout import from plain files: this is never called there.
 """
 import compileall
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import time
 import zipfile
@@ -31,12 +36,18 @@ import zipfile
 DEFAULT_CACHE_DIR = "/var/cache/cnm.core/module_utils"
 CACHE_DIR_ENV = "CNM_MODULE_CACHE_DIR"
 CACHE_SWITCH_ENV = "CNM_MODULE_CACHE"
-KEEP_DIRECTORIES = 32   # each module ships its own subset: 10 modules, a few releases
+KEEP_DIRECTORIES = 48   # each module ships its own subset: 10 modules (and ansible-core's
+#                         module_utils per module), a few releases
 COMPLETE_MARK = ".complete"
 # A slim payload (plugins/plugin_utils/slim_payload.py) ships only these files of the
 # package, and the key of the directory that must hold the others:
 SLIM_KEEPS = ("__init__.py", "ansible_adapter.py", "bytecode_cache.py")
 KEY_MEMBER = "bytecode_cache.key"
+# ansible-core's module_utils in the payload, cached in ANSIBLE_DIR_PREFIX + their hash;
+# a slim payload's key is then "<engine key>+<ansible key>"
+ANSIBLE_PREFIX = "ansible/module_utils/"
+ANSIBLE_DIR_PREFIX = "ansible-"
+KEY_SEPARATOR = "+"
 MISSING_RESULT_KEY = "_cnm_bytecode_cache_missing"
 USED_RESULT_KEY = "_cnm_bytecode_cache"
 
@@ -60,9 +71,7 @@ def use_bytecode_cache(package_name, package_path, loader):
         prefix = package_name.replace(".", "/") + "/"
         root = os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
         with zipfile.ZipFile(archive) as payload:
-            members = sorted((i for i in payload.infolist()
-                              if i.filename.startswith(prefix) and not i.is_dir()),
-                             key=lambda i: i.filename)
+            members = members_under(payload.infolist(), prefix)
             if any(i.filename == prefix + KEY_MEMBER for i in members):
                 slim_key = payload.read(prefix + KEY_MEMBER).decode("ascii").strip()
             else:
@@ -74,19 +83,45 @@ def use_bytecode_cache(package_name, package_path, loader):
                 target = os.path.join(root, key)
                 if not _trusted(root):
                     return None
-                if not os.path.exists(os.path.join(target, COMPLETE_MARK)):
-                    _unpack(payload, prefix, members, target)
-                    _prune(root, keep=key)
-                elif not _trusted(target):
+                if not _cached(payload, prefix, members, target):
                     return None
-                else:
-                    os.utime(target)    # last use: what pruning keeps
                 package_path.insert(0, target)
-                _set_active(key)
+                ansible_key = _cache_ansible(payload, root)
+                _set_active(key + KEY_SEPARATOR + ansible_key if ansible_key else key)
+                _prune(root, keep=(os.path.basename(target),
+                                   ANSIBLE_DIR_PREFIX + (ansible_key or "")))
                 return target
     except Exception:  # pylint: disable=broad-except
         return None
     return _use_slim(slim_key, root, package_path)
+
+
+def _cached(payload, prefix, members, target):
+    """``target`` holds ``members`` compiled (unpacked now when missing) and is ours;
+    its last use is now."""
+    if not os.path.exists(os.path.join(target, COMPLETE_MARK)):
+        _unpack(payload, prefix, members, target)
+        return True
+    if not _trusted(target):
+        return False
+    os.utime(target)    # last use: what pruning keeps
+    return True
+
+
+def _cache_ansible(payload, root):
+    """The key of ansible-core's module_utils of ``payload``, cached and compiled in
+    ``root/ansible-<key>``, or None (none in the payload, or not cached)."""
+    try:
+        members = members_under(payload.infolist(), ANSIBLE_PREFIX)
+        if not any(i.filename == ANSIBLE_PREFIX + "__init__.py" for i in members):
+            return None
+        key = payload_key(ANSIBLE_PREFIX, members)
+        if _cached(payload, ANSIBLE_PREFIX, members,
+                   os.path.join(root, ANSIBLE_DIR_PREFIX + key)):
+            return key
+    except Exception:  # pylint: disable=broad-except
+        pass
+    return None
 
 
 def _wanted():
@@ -101,14 +136,18 @@ def _set_active(key):
 def _use_slim(key, root, package_path):
     """A slim payload: the package's other files are in ``root/key`` or this run stops
     before doing anything, telling the controller, which sends the full payload."""
-    target = os.path.join(root, key)
+    engine_key, dummy, ansible_key = key.partition(KEY_SEPARATOR)
+    target = os.path.join(root, engine_key)
+    needed = [target]
+    if ansible_key:
+        needed.append(os.path.join(root, ANSIBLE_DIR_PREFIX + ansible_key))
     try:
-        usable = _wanted() and os.path.exists(os.path.join(target, COMPLETE_MARK)) \
-            and _trusted(target)
+        usable = _wanted() and all(_complete(path) for path in needed)
     except Exception:  # pylint: disable=broad-except
         usable = False
     if usable:
-        os.utime(target)
+        for path in needed:
+            os.utime(path)
         package_path.insert(0, target)
         _set_active(key)
         return target
@@ -119,6 +158,20 @@ def _use_slim(key, root, package_path):
                "whole module next" % key}) + "\n")
     sys.stdout.flush()
     raise SystemExit(1)
+
+
+def members_under(infos, prefix):
+    """The file members (ZipInfo) of ``infos`` whose names start with ``prefix``, by
+    name: what ``payload_key`` hashes."""
+    return sorted((i for i in infos if i.filename.startswith(prefix) and not i.is_dir()),
+                  key=lambda i: i.filename)
+
+
+def _complete(path):
+    """``path`` is a whole cache directory of ours."""
+    if not os.path.exists(os.path.join(path, COMPLETE_MARK)):
+        return False
+    return _trusted(path)
 
 
 def payload_key(prefix, members):
@@ -140,7 +193,6 @@ def _trusted(path):
         st = os.lstat(path)
     except OSError:
         return False
-    import stat
     return stat.S_ISDIR(st.st_mode) and st.st_uid == 0 and not st.st_mode & 0o022
 
 
@@ -180,7 +232,8 @@ def _unpack(payload, prefix, members, target):
 
 
 def _prune(root, keep):
-    """Keep the ``KEEP_DIRECTORIES`` directories used last (``keep`` among them)."""
+    """Keep the ``KEEP_DIRECTORIES`` directories used last (and those named in
+    ``keep``)."""
     entries = []
     now = time.time()
     for name in os.listdir(root):
@@ -194,8 +247,57 @@ def _prune(root, keep):
         entries.append((mtime, name, path))
     entries.sort(reverse=True)
     for index, (dummy, name, path) in enumerate(entries):
-        if name != keep and index >= KEEP_DIRECTORIES:
+        if name not in keep and index >= KEEP_DIRECTORIES:
             shutil.rmtree(path, ignore_errors=True)
+
+
+ANSIBLE_STUB = '''# cnm.core: a slim payload (plugins/module_utils/bytecode_cache.py). ansible-core's
+# module_utils are not in it: they come compiled from this host's cache, or the run stops
+# before anything is done and the controller sends the whole module.
+def _cnm_slim_module_utils(slim_key, name):
+    import os
+    import sys
+    root = os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
+    target = os.path.join(root, name)
+    try:
+        st = os.lstat(target)
+        usable = (os.environ.get(CACHE_SWITCH_ENV, "1") != "0" and os.geteuid() == 0
+                  and os.path.exists(os.path.join(target, COMPLETE_MARK))
+                  and st.st_uid == 0 and not st.st_mode & 0o022
+                  and os.path.isdir(target) and not os.path.islink(target))
+    except OSError:
+        usable = False
+    if usable:
+        __path__.insert(0, target)
+        original = os.path.join(target, "__init__.py")
+        with open(original, "rb") as source:
+            exec(compile(source.read(), original, "exec"), globals())
+        return
+    import json
+    sys.stdout.write(json.dumps({
+        "failed": True, MISSING_RESULT_KEY: slim_key,
+        "msg": "cnm.core: this host has no compiled module_utils " + name
+               + "; the controller sends the whole module next"}) + "\\n")
+    sys.stdout.flush()
+    raise SystemExit(1)
+
+
+'''
+
+
+def ansible_stub(slim_key):
+    """The ``ansible/module_utils/__init__.py`` of a slim payload whose key is
+    ``slim_key`` (``<engine key>+<ansible key>``): called by the controller when it
+    makes the payload. Run on the host, it puts ``ansible-<ansible key>`` first on the
+    package's path, or writes the missing-cache result and exits."""
+    ansible_key = slim_key.partition(KEY_SEPARATOR)[2]
+    constants = "".join("%s = %r\n" % (name, globals()[name]) for name in (
+        "CACHE_DIR_ENV", "DEFAULT_CACHE_DIR", "CACHE_SWITCH_ENV", "COMPLETE_MARK",
+        "MISSING_RESULT_KEY"))
+    call = "_cnm_slim_module_utils(%r, %r)\n" % (slim_key, ANSIBLE_DIR_PREFIX + ansible_key)
+    cleanup = "del _cnm_slim_module_utils, %s\n" % ", ".join(
+        line.split(" = ")[0] for line in constants.splitlines())
+    return (ANSIBLE_STUB + constants + call + cleanup).encode("utf-8")
 
 
 def _activate():

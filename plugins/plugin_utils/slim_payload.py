@@ -13,8 +13,9 @@ sources, which the host keeps compiled after its first run of them
 
 So once a host reports (``_cnm_bytecode_cache`` in a module's result) that it holds the
 compiled engine of a payload, the next tasks send it a *slim* payload: the same zip
-without the engine's files (but the three the module needs to find them), plus the key
-of the directory that holds them. A host that does not have it (another host behind the
+without the engine's files (but the three the module needs to find them) and without
+ansible-core's ``module_utils`` (the host caches those too; a stub ``__init__`` finds
+them), plus the key of the directories that hold them. A host that does not have it (another host behind the
 same name, a cleaned cache, a run without root) answers before doing anything
 (``_cnm_bytecode_cache_missing``) and gets the whole payload at once: a slim payload is
 never required. What a host was seen to hold is remembered under
@@ -34,6 +35,8 @@ import zipfile
 from ansible_collections.cnm.core.plugins.module_utils import bytecode_cache
 
 PACKAGE_PREFIX = "ansible_collections/cnm/core/plugins/module_utils/"
+ANSIBLE_PREFIX = bytecode_cache.ANSIBLE_PREFIX
+ANSIBLE_INIT = ANSIBLE_PREFIX + "__init__.py"
 # the zip literal of the AnsiballZ wrapper: ``zip_data='...'`` (ansible-core 2.19),
 # ``ZIPDATA = '...'`` (2.18)
 ZIP_LITERAL = re.compile(rb"(?m)^\s*(?:zip_data=|ZIPDATA = )'([A-Za-z0-9+/=]+)'")
@@ -65,18 +68,27 @@ def slim_zip(module_data):
 def _make_slim(literal):
     with zipfile.ZipFile(io.BytesIO(base64.b64decode(literal))) as full:
         infos = full.infolist()
-        members = sorted((i for i in infos if i.filename.startswith(PACKAGE_PREFIX)
-                          and not i.is_dir()), key=lambda i: i.filename)
+        members = bytecode_cache.members_under(infos, PACKAGE_PREFIX)
         names = {i.filename[len(PACKAGE_PREFIX):] for i in members}
         if not members or not set(bytecode_cache.SLIM_KEEPS) <= names:
             return None
         key = bytecode_cache.payload_key(PACKAGE_PREFIX, members)
+        ansible_members = bytecode_cache.members_under(infos, ANSIBLE_PREFIX)
+        if any(i.filename == ANSIBLE_INIT for i in ansible_members):
+            key += bytecode_cache.KEY_SEPARATOR + bytecode_cache.payload_key(
+                ANSIBLE_PREFIX, ansible_members)
+        else:
+            ansible_members = []
         out = io.BytesIO()
         with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as slim:
             for info in infos:
-                rel = info.filename[len(PACKAGE_PREFIX):] \
-                    if info.filename.startswith(PACKAGE_PREFIX) else None
-                if rel is not None and rel not in bytecode_cache.SLIM_KEEPS:
+                if info.filename.startswith(PACKAGE_PREFIX):
+                    if info.filename[len(PACKAGE_PREFIX):] not in bytecode_cache.SLIM_KEEPS:
+                        continue
+                elif ansible_members and info.filename.startswith(ANSIBLE_PREFIX):
+                    if info.filename == ANSIBLE_INIT:
+                        slim.writestr(info, bytecode_cache.ansible_stub(key),
+                                      compress_type=info.compress_type)
                     continue
                 slim.writestr(info, full.read(info), compress_type=info.compress_type)
             mark = zipfile.ZipInfo(PACKAGE_PREFIX + bytecode_cache.KEY_MEMBER,

@@ -22,7 +22,10 @@ import tempfile
 import yaml
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(REPO, ".venv", "bin")
+# CNM_TEST_VENV_BIN: another venv's bin (``make compat`` runs some module tests with
+# ansible-core 2.18's)
+DEFAULT_VENV_BIN = os.path.join(REPO, ".venv", "bin")
+VENV_BIN = os.path.abspath(os.environ.get("CNM_TEST_VENV_BIN") or DEFAULT_VENV_BIN)
 ANSIBLE_PLAYBOOK = os.path.join(VENV_BIN, "ansible-playbook")
 PYTHON = os.path.join(VENV_BIN, "python")
 COLLECTIONS = os.path.join(REPO, "build", "collections")

@@ -26,8 +26,11 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import ansible_collections.cnm.core.plugins.module_utils.ansible_adapter
 from ansible_collections.cnm.core.plugins.module_utils import bytecode_cache, engine_part
+import ansible.module_utils.basic_part
 print(json.dumps({"file": engine_part.__file__, "value": engine_part.VALUE,
-                  "active": bytecode_cache.ACTIVE_KEY}))
+                  "active": bytecode_cache.ACTIVE_KEY,
+                  "ansible_file": ansible.module_utils.basic_part.__file__,
+                  "ansible_init_ran": getattr(ansible.module_utils, "INIT_RAN", False)}))
 """
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the cache is root's only")
@@ -46,6 +49,12 @@ def _payload(tmp_path, value=1):
             "from ansible_collections.cnm.core.plugins.module_utils import bytecode_cache\n",
         PREFIX + "engine_part.py": "VALUE = %d\n" % value,
         PREFIX + "controller/__init__.py": "",
+        # the bulk a slim payload leaves out (random: it must not compress away)
+        PREFIX + "engine_bulk.py": "BULK = %r\n" % base64.b64encode(os.urandom(6000)),
+        # ansible-core's own, as AnsiballZ ships them
+        "ansible/__init__.py": "",
+        "ansible/module_utils/__init__.py": "# licence\nINIT_RAN = True\n",
+        "ansible/module_utils/basic_part.py": "VALUE = %d\n" % value,
     }
     path = str(tmp_path / ("payload-%d.zip" % value))
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
@@ -77,8 +86,14 @@ def test_the_first_run_unpacks_and_compiles_the_next_import_from_there(tmp_path)
     rc, out, err = _run(payload, cache)
     assert rc == 0, err
     first = json.loads(out)
-    assert first["active"] and first["file"].startswith(os.path.join(cache, first["active"]))
-    target = os.path.join(cache, first["active"])
+    engine_key, dummy, ansible_key = first["active"].partition("+")
+    assert engine_key and ansible_key, first
+    # this run imported from the zip, and left both compiled for the next
+    assert first["file"].startswith(os.path.join(cache, engine_key))
+    ansible_dir = os.path.join(cache, "ansible-" + ansible_key)
+    assert [n for n in os.listdir(os.path.join(ansible_dir, "__pycache__"))
+            if n.startswith("basic_part.")]
+    target = os.path.join(cache, engine_key)
     assert os.path.exists(os.path.join(target, bytecode_cache.COMPLETE_MARK))
     assert [n for n in os.listdir(os.path.join(target, "__pycache__"))
             if n.startswith("engine_part.")]
@@ -110,6 +125,10 @@ def test_a_slim_payload_uses_the_hosts_copy_or_asks_for_the_whole_one(tmp_path):
     key, slim = _slim(payload, tmp_path)
     with zipfile.ZipFile(slim) as z:
         names = {n[len(PREFIX):] for n in z.namelist() if n.startswith(PREFIX)}
+        # of ansible-core's module_utils, only a stub __init__ that finds the others
+        assert [n for n in z.namelist() if n.startswith("ansible/module_utils/")] \
+            == ["ansible/module_utils/__init__.py"]
+        assert b"_cnm_slim_module_utils" in z.read("ansible/module_utils/__init__.py")
     assert names == set(bytecode_cache.SLIM_KEEPS) | {bytecode_cache.KEY_MEMBER}
     # no copy on the host yet: the run stops before importing anything, saying so
     rc, out, err = _run(slim, cache)
@@ -119,10 +138,24 @@ def test_a_slim_payload_uses_the_hosts_copy_or_asks_for_the_whole_one(tmp_path):
     assert rc == 0 and json.loads(out)["active"] == key, err
     rc, out, err = _run(slim, cache)
     assert rc == 0, err
-    assert json.loads(out)["active"] == key and json.loads(out)["value"] == 1
+    ran = json.loads(out)
+    assert ran["active"] == key and ran["value"] == 1
+    # ansible-core's module_utils too, with their own __init__ run
+    ansible_dir = os.path.join(cache, "ansible-" + key.partition("+")[2])
+    assert ran["ansible_file"].startswith(ansible_dir + os.sep), ran
+    assert ran["ansible_init_ran"] is True
     # switched off on the host: asks for the whole payload again
     rc, out, err = _run(slim, cache, CNM_MODULE_CACHE="0")
     assert rc == 1 and json.loads(out)[bytecode_cache.MISSING_RESULT_KEY] == key
+    # ansible-core's part gone (or not ours): the stub asks for it before anything
+    os.chmod(ansible_dir, 0o777)
+    rc, out, err = _run(slim, cache)
+    assert rc == 1 and json.loads(out)[bytecode_cache.MISSING_RESULT_KEY] == key, (out, err)
+    os.chmod(ansible_dir, 0o755)
+    import shutil
+    shutil.rmtree(ansible_dir)
+    rc, out, err = _run(slim, cache)
+    assert rc == 1 and json.loads(out)[bytecode_cache.MISSING_RESULT_KEY] == key, (out, err)
 
 
 def test_slim_zip_rewrites_only_the_zip_literal_of_a_wrapper(tmp_path):

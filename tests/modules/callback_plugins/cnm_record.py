@@ -46,13 +46,17 @@ class CallbackModule(CallbackBase):
             f.write(json.dumps(record, default=str, sort_keys=True) + "\n")
 
     def _record(self, result, status):
+        # ansible-core 2.19's public names, or 2.18's private ones
+        task = getattr(result, "task", None) or result._task
+        host = getattr(result, "host", None) or result._host
+        values = getattr(result, "result", None)
         self._write({
             "kind": "result",
-            "task": result.task.get_name(),
-            "action": result.task.action,
-            "host": result.host.get_name(),
+            "task": task.get_name(),
+            "action": task.action,
+            "host": host.get_name(),
             "status": status,
-            "result": dict(result.result),
+            "result": dict(values if values is not None else result._result),
         })
 
     def v2_runner_on_ok(self, result):
