@@ -35,7 +35,7 @@ class Lan:
     def __init__(self):
         self.switch = SimHost("lan")
         self.switch.run("ip link add br0 type bridge && ip link set br0 up")
-        self.hosts = []
+        self.cabled = []    # (host, address, lan0 MAC)
 
     def attach(self, host, address, prefix=24):
         """Cable ``host`` to the switch as ``lan0`` with ``address``/``prefix``."""
@@ -46,7 +46,17 @@ class Lan:
         host.run("ip link set %s name lan0 && ip addr add %s/%d dev lan0 && "
                  "ip link set lan0 up" % (tmp, address, prefix))
         self.switch.run("ip link set %s master br0 && ip link set %s up" % (port, port))
-        self.hosts.append(host)
+        # permanent ARP entries both ways with every host already on the LAN: the
+        # machine's neighbour table is shared by every namespace, and its limit
+        # (gc_thresh3) is machine-wide; permanent entries do not count against it
+        # (scripts/fleet/fleet_build.py: static_neighbours)
+        mac = json.loads(host.run("ip -j link show lan0").stdout)[0]["address"]
+        for other, other_address, other_mac in self.cabled:
+            host.run("ip neigh replace %s lladdr %s dev lan0 nud permanent"
+                     % (other_address, other_mac))
+            other.run("ip neigh replace %s lladdr %s dev lan0 nud permanent"
+                      % (address, mac))
+        self.cabled.append((host, address, mac))
 
     def close(self):
         """Remove the switch (the hosts are their owners' to close)."""
@@ -153,25 +163,31 @@ class EtcdCluster:
         try:
             self.lan = Lan()
             for index in range(members):
-                host = SimHost("etcd%d" % index)
                 address = "%s%d" % (LAN_NET, 11 + index)
-                self.lan.attach(host, address)
+                host = self._cabled(SimHost("etcd%d" % index), address)
                 member = EtcdMember("m%d" % index, host, address,
                                     os.path.join(self.tmp, "m%d" % index))
                 member.tls = certs
                 self.members.append(member)
-            self.client = SimHost("ctl")
-            self.lan.attach(self.client, "%s%d" % (LAN_NET, 2))
+            self.client = self._cabled(SimHost("ctl"), "%s%d" % (LAN_NET, 2))
             for index in range(extra_hosts):
-                host = SimHost("c%d" % index)
-                self.lan.attach(host, "%s%d" % (LAN_NET, 101 + index))
-                self.hosts.append(host)
+                self.hosts.append(self._cabled(SimHost("c%d" % index),
+                                               "%s%d" % (LAN_NET, 101 + index)))
             for member in self.members:
                 self._start(member, "new")
             self.wait_healthy()
         except BaseException:
             self.close()
             raise
+
+    def _cabled(self, host, address):
+        """``host`` cabled to the LAN; closed when that fails (it is no one's yet)."""
+        try:
+            self.lan.attach(host, address)
+        except BaseException:
+            host.close()
+            raise
+        return host
 
     # --- processes --------------------------------------------------------------------
     def _start(self, member, state):

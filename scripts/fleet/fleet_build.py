@@ -125,6 +125,33 @@ def _cable(lan, namespace, port, address):
     sh(["ip", "-n", lan, "link", "set", port, "master", "br0", "up"])
 
 
+def static_neighbours(members):
+    """Permanent ARP entries on every LAN member's ``lan0`` for every other member
+    (``members``: dicts with ``namespace`` and ``address``). Raises RuntimeError.
+
+    Every simulated host shares this machine's one neighbour table, whose limit
+    (``net.ipv4.neigh.default.gc_thresh3``, 1,024 by default) is machine-wide: with 50
+    hosts each resolving its 49 peer VTEPs and the etcd members, the dynamic entries
+    passed it, and the kernel refused new ones ("neighbor table overflow", ENOBUFS):
+    sandboxes stayed unanswered for seconds and a host could not reach etcd. Permanent
+    entries do not count against that limit, and a fleet leaves the machine's settings
+    alone. (Real hosts each have a table of their own.)"""
+    macs = {}
+    for member in members:
+        out = sh(["ip", "-n", member["namespace"], "-j", "link", "show", "lan0"]).stdout
+        macs[member["namespace"]] = json.loads(out)[0]["address"]
+    for member in members:
+        lines = ["neigh replace %s lladdr %s dev lan0 nud permanent"
+                 % (other["address"], macs[other["namespace"]])
+                 for other in members if other is not member]
+        proc = subprocess.run(["ip", "-n", member["namespace"], "-batch", "-"],
+                              input="\n".join(lines) + "\n", capture_output=True,
+                              text=True, timeout=60, check=False)
+        if proc.returncode != 0:
+            raise RuntimeError("static neighbours in %s: %s" % (
+                member["namespace"], proc.stderr.strip()))
+
+
 def _make_host(lan, host):
     _add_netns(host["namespace"])
     _cable(lan, host["namespace"], host["lan_port"], host["address"])
@@ -148,6 +175,7 @@ def create(fleet, workers=8):
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         for job in [pool.submit(_make_host, lan, h) for h in fleet["hosts"].values()]:
             job.result()
+    static_neighbours(list(fleet["etcd"]) + list(fleet["hosts"].values()))
     start_etcd(fleet)
     wait_healthy(fleet)
     write_inventory(fleet)
