@@ -2,7 +2,8 @@
 """Flat at scale: what an operation costs with many objects around, against the kernel's
 own cost measured in the same run.
 
-- attach #1-10 against #991-1000 on one network that ends with 1,000 sandboxes; beside
+- attach #1-10 against #991-1000 on one network that ends with 1,000 sandboxes (and
+  #1-50 against the last 50, with each side's user and system CPU); beside
   each engine attach, the kernel-only work of one (a namespace, a veth whose peer is made
   inside it with IPv6 off, enslaved to a bridge, up: no engine, no store, no firewall, no
   DNS) at the same point, so the engine's share (engine - kernel) can be compared: goal
@@ -19,6 +20,7 @@ real host). Prints one JSON object (with the load average before and after) and 
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -45,6 +47,16 @@ def call(host, verb, **params):
     start = time.perf_counter()
     result = getattr(engine, verb)(params)
     return time.perf_counter() - start, result
+
+
+def timed(func, *args, **kwargs):
+    """``(wall, user CPU, system CPU)`` seconds of ``func(*args, **kwargs)`` in this
+    process (RUSAGE_SELF: every thread; the kernel splits user/system by ticks, so
+    they are meaningful as means over many calls, not one by one)."""
+    before, start = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    func(*args, **kwargs)
+    wall, after = time.perf_counter() - start, resource.getrusage(resource.RUSAGE_SELF)
+    return wall, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
 
 
 def kernel_attach(netlink, netns_dir, bridge_index, i):
@@ -77,10 +89,11 @@ def attach_growth(count):
             netlink.host.add_bridge("kbr0", 1500)
             kbr = netlink.host.index("kbr0")
             netlink.host.set_up(kbr)
-            engine, kernel = [], []
+            engine, kernel = [], []     # (wall, user CPU, system CPU) per attach
             for i in range(count):
-                engine.append(call(host, "endpoint", sandbox="s%d" % i, network="big")[0])
-                kernel.append(kernel_attach(netlink, kdir, kbr, i))
+                engine.append(timed(call, host, "endpoint", sandbox="s%d" % i,
+                                    network="big"))
+                kernel.append(timed(kernel_attach, netlink, kdir, kbr, i))
             infos = {"network_info": [call(host, "network_info", name="big")[0]
                                       for dummy in range(10)],
                      "sandbox_info": [call(host, "sandbox_info", name="s%d" % (count // 2))[0]
@@ -92,14 +105,38 @@ def attach_growth(count):
     finally:
         host.close()
     first, last = slice(0, 10), slice(count - 10, count)
-    e1, e2 = statistics.median(engine[first]), statistics.median(engine[last])
-    k1, k2 = statistics.median(kernel[first]), statistics.median(kernel[last])
+    walls = [e[0] for e in engine], [k[0] for k in kernel]
+    e1, e2 = statistics.median(walls[0][first]), statistics.median(walls[0][last])
+    k1, k2 = statistics.median(walls[1][first]), statistics.median(walls[1][last])
     share1, share2 = e1 - k1, e2 - k2
+    # the same over windows of 50 (#1-50, last 50), with the CPU split: the engine's
+    # user-space CPU is what the engine itself does (Python: store, files, rules as
+    # data); its system CPU beyond the kernel-only work is kernel work the baseline
+    # does not do (addresses, routes, the sandbox's DNS rule, the resolver's sockets)
+    wide = min(50, count // 2)
+    windows = {}
+    for name, part in (("first", slice(0, wide)), ("last", slice(count - wide, count))):
+        e_wall, k_wall = statistics.median(walls[0][part]), statistics.median(walls[1][part])
+        windows[name] = {
+            "engine_wall_ms": ms(e_wall), "kernel_only_wall_ms": ms(k_wall),
+            "engine_share_ms": ms(e_wall - k_wall),
+            "engine_user_cpu_ms": ms(statistics.mean(e[1] for e in engine[part])),
+            "engine_system_cpu_ms": ms(statistics.mean(e[2] for e in engine[part])),
+            "kernel_only_system_cpu_ms": ms(statistics.mean(k[2] for k in kernel[part]))}
+
+    def growth(key):
+        a, b = windows["first"][key], windows["last"][key]
+        return round(b / a, 2) if a > 0 else None
     return {"sandboxes": count,
             "engine_attach_ms": {"first_10": ms(e1), "last_10": ms(e2)},
             "kernel_only_ms": {"first_10": ms(k1), "last_10": ms(k2)},
             "engine_share_ms": {"first_10": ms(share1), "last_10": ms(share2)},
             "engine_share_growth": round(share2 / share1, 2) if share1 > 0 else None,
+            "windows_of_%d" % wide: windows,
+            "engine_share_growth_%d" % wide: growth("engine_share_ms"),
+            "engine_user_cpu_growth": growth("engine_user_cpu_ms"),
+            "engine_system_cpu_growth": growth("engine_system_cpu_ms"),
+            "kernel_only_system_cpu_growth": growth("kernel_only_system_cpu_ms"),
             "info_of_one_name_ms": {k: ms(statistics.median(v)) for k, v in infos.items()},
             "resolver_rss_mb": rss}
 
@@ -156,6 +193,12 @@ def main():
             ("attach #1-10, kernel only (ms)", att["kernel_only_ms"]["first_10"]),
             ("attach last 10, kernel only (ms)", att["kernel_only_ms"]["last_10"]),
             ("engine share growth (goal <= 1.2)", att["engine_share_growth"]),
+            ("the same, windows of 50 (medians)",
+             att.get("engine_share_growth_50")),
+            ("engine user-space CPU growth, windows of 50", att["engine_user_cpu_growth"]),
+            ("engine system CPU growth, windows of 50", att["engine_system_cpu_growth"]),
+            ("kernel-only system CPU growth, windows of 50",
+             att["kernel_only_system_cpu_growth"]),
             ("network create with 0 (ms)", net["create_ms"]["with_0"]),
             ("network create with %d (ms)" % net["existing"],
              net["create_ms"]["with_%d" % net["existing"]]),

@@ -85,9 +85,10 @@ class Addresses(Session):
                 self.store.allocate(net.id, str(address), ep.id)
 
     def _in_use_subnets(self, exclude_id=None):
-        """(name, subnet) of every pool of every network but ``exclude_id``."""
-        return [(name, ipaddress.ip_network(subnet))
-                for name, subnet in self.store.network_subnets(exclude_id)]
+        """(name, subnet text) of every pool of every network but ``exclude_id``
+        (``ipam/pools.py`` reads the texts as integers; parsing each as an
+        ``ipaddress`` network made a network create grow with the networks)."""
+        return list(self.store.network_subnets(exclude_id))
 
     def _complete_pools(self, net, exclude_id=None):
         """Check explicit subnets against other networks, choose missing ones."""
