@@ -29,6 +29,32 @@ CLIENT_PORT = 2379
 PEER_PORT = 2380
 
 
+def lan_mac(namespace):
+    """The MAC address of ``lan0`` in the named network namespace."""
+    out = subprocess.run(["ip", "-n", namespace, "-j", "link", "show", "lan0"],
+                         capture_output=True, text=True, check=True, timeout=30).stdout
+    return json.loads(out)[0]["address"]
+
+
+def pin_neighbours(namespace, peers):
+    """Permanent ARP entries on ``lan0`` of the named namespace for ``peers``
+    (``[(address, mac)]``), in one ``ip -batch``. Raises CalledProcessError.
+
+    Every simulated host shares this machine's one neighbour table, whose limit
+    (``net.ipv4.neigh.default.gc_thresh3``, 1,024 by default) is machine-wide: with 50
+    hosts each resolving its 49 peer VTEPs and the etcd members, the dynamic entries
+    passed it and the kernel refused new ones ("neighbor table overflow", ENOBUFS):
+    sandboxes stayed unanswered for seconds and a host could not reach etcd. Permanent
+    entries do not count against that limit, and the machine's settings are left
+    alone. (Real hosts each have a table of their own.)"""
+    if not peers:
+        return
+    script = "".join("neigh replace %s lladdr %s dev lan0 nud permanent\n" % peer
+                     for peer in peers)
+    subprocess.run(["ip", "-n", namespace, "-batch", "-"], input=script,
+                   capture_output=True, text=True, check=True, timeout=60)
+
+
 class Lan:
     """A switch: a bridge ``br0`` in a namespace of its own; hosts hang off it."""
 
@@ -46,16 +72,10 @@ class Lan:
         host.run("ip link set %s name lan0 && ip addr add %s/%d dev lan0 && "
                  "ip link set lan0 up" % (tmp, address, prefix))
         self.switch.run("ip link set %s master br0 && ip link set %s up" % (port, port))
-        # permanent ARP entries both ways with every host already on the LAN: the
-        # machine's neighbour table is shared by every namespace, and its limit
-        # (gc_thresh3) is machine-wide; permanent entries do not count against it
-        # (scripts/fleet/fleet_build.py: static_neighbours)
-        mac = json.loads(host.run("ip -j link show lan0").stdout)[0]["address"]
-        for other, other_address, other_mac in self.cabled:
-            host.run("ip neigh replace %s lladdr %s dev lan0 nud permanent"
-                     % (other_address, other_mac))
-            other.run("ip neigh replace %s lladdr %s dev lan0 nud permanent"
-                      % (address, mac))
+        mac = lan_mac(host.name)
+        pin_neighbours(host.name, [(a, m) for dummy, a, m in self.cabled])
+        for other, dummy, dummy2 in self.cabled:
+            pin_neighbours(other.name, [(address, mac)])
         self.cabled.append((host, address, mac))
 
     def close(self):

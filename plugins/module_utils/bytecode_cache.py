@@ -83,13 +83,14 @@ def use_bytecode_cache(package_name, package_path, loader):
                 target = os.path.join(root, key)
                 if not _trusted(root):
                     return None
-                if not _cached(payload, prefix, members, target):
+                made = _cached(payload, prefix, members, target)
+                if made is None:
                     return None
                 package_path.insert(0, target)
-                ansible_key = _cache_ansible(payload, root)
+                ansible_key, ansible_made = _cache_ansible(payload, root)
                 _set_active(key + KEY_SEPARATOR + ansible_key if ansible_key else key)
-                _prune(root, keep=(os.path.basename(target),
-                                   ANSIBLE_DIR_PREFIX + (ansible_key or "")))
+                if made or ansible_made:
+                    _prune(root, keep=(key, ANSIBLE_DIR_PREFIX + (ansible_key or "")))
                 return target
     except Exception:  # pylint: disable=broad-except
         return None
@@ -97,31 +98,32 @@ def use_bytecode_cache(package_name, package_path, loader):
 
 
 def _cached(payload, prefix, members, target):
-    """``target`` holds ``members`` compiled (unpacked now when missing) and is ours;
-    its last use is now."""
+    """Make sure ``target`` holds ``members`` compiled; its last use is now. True when
+    it was unpacked now, False when it was there, None when it is not ours to use."""
     if not os.path.exists(os.path.join(target, COMPLETE_MARK)):
         _unpack(payload, prefix, members, target)
         return True
     if not _trusted(target):
-        return False
+        return None
     os.utime(target)    # last use: what pruning keeps
-    return True
+    return False
 
 
 def _cache_ansible(payload, root):
-    """The key of ansible-core's module_utils of ``payload``, cached and compiled in
-    ``root/ansible-<key>``, or None (none in the payload, or not cached)."""
+    """``(key, unpacked now)`` of ansible-core's module_utils of ``payload``, cached
+    and compiled in ``root/ansible-<key>``; ``(None, False)`` when the payload has
+    none or they cannot be cached (the run goes on without)."""
     try:
         members = members_under(payload.infolist(), ANSIBLE_PREFIX)
-        if not any(i.filename == ANSIBLE_PREFIX + "__init__.py" for i in members):
-            return None
-        key = payload_key(ANSIBLE_PREFIX, members)
-        if _cached(payload, ANSIBLE_PREFIX, members,
-                   os.path.join(root, ANSIBLE_DIR_PREFIX + key)):
-            return key
+        if any(i.filename == ANSIBLE_PREFIX + "__init__.py" for i in members):
+            key = payload_key(ANSIBLE_PREFIX, members)
+            made = _cached(payload, ANSIBLE_PREFIX, members,
+                           os.path.join(root, ANSIBLE_DIR_PREFIX + key))
+            if made is not None:
+                return key, made
     except Exception:  # pylint: disable=broad-except
         pass
-    return None
+    return None, False
 
 
 def _wanted():
@@ -259,12 +261,13 @@ def _cnm_slim_module_utils(slim_key, name):
     import sys
     root = os.environ.get(CACHE_DIR_ENV) or DEFAULT_CACHE_DIR
     target = os.path.join(root, name)
+    import stat
     try:
         st = os.lstat(target)
         usable = (os.environ.get(CACHE_SWITCH_ENV, "1") != "0" and os.geteuid() == 0
-                  and os.path.exists(os.path.join(target, COMPLETE_MARK))
-                  and st.st_uid == 0 and not st.st_mode & 0o022
-                  and os.path.isdir(target) and not os.path.islink(target))
+                  and stat.S_ISDIR(st.st_mode) and st.st_uid == 0
+                  and not st.st_mode & 0o022
+                  and os.path.exists(os.path.join(target, COMPLETE_MARK)))
     except OSError:
         usable = False
     if usable:

@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(REPO, "tests"))
 
-from cluster_harness import CLIENT_PORT, PEER_PORT, http_json  # noqa: E402
+from cluster_harness import (CLIENT_PORT, PEER_PORT, http_json, lan_mac,  # noqa: E402
+                             pin_neighbours)
 from harness import in_netns, kill_processes_in, suffix  # noqa: E402
 
 LAN_PREFIX = "10.77.0."
@@ -127,29 +128,11 @@ def _cable(lan, namespace, port, address):
 
 def static_neighbours(members):
     """Permanent ARP entries on every LAN member's ``lan0`` for every other member
-    (``members``: dicts with ``namespace`` and ``address``). Raises RuntimeError.
-
-    Every simulated host shares this machine's one neighbour table, whose limit
-    (``net.ipv4.neigh.default.gc_thresh3``, 1,024 by default) is machine-wide: with 50
-    hosts each resolving its 49 peer VTEPs and the etcd members, the dynamic entries
-    passed it, and the kernel refused new ones ("neighbor table overflow", ENOBUFS):
-    sandboxes stayed unanswered for seconds and a host could not reach etcd. Permanent
-    entries do not count against that limit, and a fleet leaves the machine's settings
-    alone. (Real hosts each have a table of their own.)"""
-    macs = {}
-    for member in members:
-        out = sh(["ip", "-n", member["namespace"], "-j", "link", "show", "lan0"]).stdout
-        macs[member["namespace"]] = json.loads(out)[0]["address"]
-    for member in members:
-        lines = ["neigh replace %s lladdr %s dev lan0 nud permanent"
-                 % (other["address"], macs[other["namespace"]])
-                 for other in members if other is not member]
-        proc = subprocess.run(["ip", "-n", member["namespace"], "-batch", "-"],
-                              input="\n".join(lines) + "\n", capture_output=True,
-                              text=True, timeout=60, check=False)
-        if proc.returncode != 0:
-            raise RuntimeError("static neighbours in %s: %s" % (
-                member["namespace"], proc.stderr.strip()))
+    (``members``: dicts with ``namespace`` and ``address``); why: ``pin_neighbours``.
+    Raises CalledProcessError."""
+    peers = [(m["address"], lan_mac(m["namespace"])) for m in members]
+    for member, own in zip(members, peers):
+        pin_neighbours(member["namespace"], [p for p in peers if p is not own])
 
 
 def _make_host(lan, host):
