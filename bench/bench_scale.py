@@ -34,6 +34,12 @@ from harness import SimHost, in_netns  # noqa: E402
 from ansible_collections.cnm.core.plugins.module_utils.controller import Engine  # noqa: E402
 from ansible_collections.cnm.core.plugins.module_utils.netns import namespace, sysctl  # noqa: E402
 from ansible_collections.cnm.core.plugins.module_utils.netns.links import Netlink  # noqa: E402
+from ansible_collections.cnm.core.plugins.module_utils.firewall import (  # noqa: E402
+    render_nftables)
+from ansible_collections.cnm.core.plugins.module_utils.firewall.model import (  # noqa: E402
+    NetworkRules)
+from ansible_collections.cnm.core.plugins.module_utils.firewall.nftables import (  # noqa: E402
+    NftRunner)
 
 
 def loadavg():
@@ -155,26 +161,87 @@ def resolver_rss(host):
     return None
 
 
-def create_growth(existing):
-    host = SimHost("bnets", tmpfs_runtime=True)
-    try:
-        with in_netns(host.path):
-            empty = [call(host, "network", name="e%d" % i,
-                          ipam={"config": [{"subnet": "10.%d.%d.0/24" % (60, i)}]})[0]
-                     for i in range(10)]
-            for i in range(10):
-                call(host, "network", name="e%d" % i, state="absent")
-            for i in range(existing):
-                call(host, "network", name="x%d" % i,
-                     ipam={"config": [{"subnet": "10.%d.%d.0/24" % (61 + i // 250, i % 250)}]})
-            full = [call(host, "network", name="f%d" % i,
-                         ipam={"config": [{"subnet": "10.%d.%d.0/24" % (70, i)}]})[0]
-                    for i in range(10)]
-    finally:
-        host.close()
-    a, b = statistics.median(empty[2:]), statistics.median(full[2:])
-    return {"existing": existing, "create_ms": {"with_0": ms(a), "with_%d" % existing: ms(b)},
-            "growth": round(b / a, 2)}
+SETTLE_S = 2.0
+
+
+def kernel_rules(i):
+    """The firewall description of the ``i``-th kernel-only network."""
+    return NetworkRules(network_id="%012x" % (0xbe0000 + i) + "0" * 52, bridge="kn%d" % i,
+                        subnets=("10.71.%d.0/24" % i,))
+
+
+def kernel_network(netlink, nft, i):
+    """The kernel's and the firewall's share of one network create, without the engine:
+    a bridge with its gateway address, up, and the very nft transaction the engine
+    applies for a new network (``render_create``, through libnftables). Returns the
+    seconds that took; ``kernel_network_remove`` takes it away."""
+    start = time.perf_counter()
+    index = netlink.host.add_bridge("kn%d" % i, 1500)
+    netlink.host.add_address(index, "10.71.%d.1/24" % i)
+    netlink.host.set_up(index)
+    nft.run(render_nftables.render_create(kernel_rules(i)))
+    return time.perf_counter() - start
+
+
+def kernel_network_remove(netlink, nft, i):
+    nft.run(render_nftables.render_remove(kernel_rules(i)))
+    netlink.host.delete_link("kn%d" % i)
+
+
+def create_growth(existing, rounds=3, samples=10):
+    """Network create with about 0 (the 10 creates of an empty host) against
+    ``existing`` other networks (10 more once they exist), ``rounds`` fresh hosts; the
+    median of each round's creates but its first two (warm-up) over all rounds. After
+    each series, the same kernel and firewall work without the engine
+    (``kernel_network``, 10 more networks) is timed in the same state: the engine's
+    share is the difference. (Interleaved one by one, each half's bridge settling
+    in the background landed on the other half's figures.) Each measured series starts after a pause: the kernel tears namespaces
+    down and settles new links in the background (kworker netns), which otherwise lands
+    on the figures."""
+    series = {"engine": ([], []), "kernel": ([], [])}
+    for dummy in range(rounds):
+        host = SimHost("bnets", tmpfs_runtime=True)
+        try:
+            with in_netns(host.path):
+                netlink, nft = Netlink(), NftRunner()
+                for phase, prefix in ((0, "e"), (1, "f")):
+                    if phase:
+                        for i in range(existing):
+                            call(host, "network", name="x%d" % i, ipam={"config": [
+                                {"subnet": "10.%d.%d.0/24" % (61 + i // 250, i % 250)}]})
+                    time.sleep(SETTLE_S)
+                    took = [call(host, "network", name="%s%d" % (prefix, i), ipam={
+                        "config": [{"subnet": "10.%d.%d.0/24" % (60 + 10 * phase, i)}]})[0]
+                        for i in range(samples)]
+                    time.sleep(SETTLE_S)
+                    kernel = [kernel_network(netlink, nft, i) for i in range(samples)]
+                    series["engine"][phase].extend(took[2:])    # but the warm-up
+                    series["kernel"][phase].extend(kernel[2:])
+                    for i in range(samples):
+                        kernel_network_remove(netlink, nft, i)
+                        if not phase:
+                            call(host, "network", name="e%d" % i, state="absent")
+                # the bridges go now, not with the namespace: the kernel's teardown of
+                # a namespace holding 110 bridges holds the RTNL lock for seconds and
+                # stalled the next round's creates (1.8 s samples)
+                names = ["x%d" % i for i in range(existing)]
+                names += ["f%d" % i for i in range(samples)]
+                for name in names:
+                    call(host, "network", name=name, state="absent")
+                netlink.close()
+        finally:
+            host.close()
+    med = {k: [statistics.median(v[0]), statistics.median(v[1])] for k, v in series.items()}
+    share = [med["engine"][n] - med["kernel"][n] for n in (0, 1)]
+    return {"existing": existing,
+            "create_ms": {"with_0": ms(med["engine"][0]),
+                          "with_%d" % existing: ms(med["engine"][1])},
+            "growth": round(med["engine"][1] / med["engine"][0], 2),
+            "kernel_and_firewall_only_ms": {"with_0": ms(med["kernel"][0]),
+                                            "with_%d" % existing: ms(med["kernel"][1])},
+            "kernel_and_firewall_only_growth": round(med["kernel"][1] / med["kernel"][0], 2),
+            "engine_share_ms": {"with_0": ms(share[0]), "with_%d" % existing: ms(share[1])},
+            "engine_share_growth": round(share[1] / share[0], 2) if share[0] > 0 else None}
 
 
 def main():
@@ -203,6 +270,12 @@ def main():
             ("network create with %d (ms)" % net["existing"],
              net["create_ms"]["with_%d" % net["existing"]]),
             ("network create growth (goal <= 1.1)", net["growth"]),
+            ("  kernel + nft transaction only, with 0 (ms)",
+             net["kernel_and_firewall_only_ms"]["with_0"]),
+            ("  kernel + nft transaction only, with %d (ms)" % net["existing"],
+             net["kernel_and_firewall_only_ms"]["with_%d" % net["existing"]]),
+            ("  kernel + nft transaction only, growth", net["kernel_and_firewall_only_growth"]),
+            ("  engine share growth", net["engine_share_growth"]),
             ("network_info of one (ms)", att["info_of_one_name_ms"]["network_info"]),
             ("sandbox_info of one (ms)", att["info_of_one_name_ms"]["sandbox_info"]),
             ("resolver RSS with %d sandboxes (MB)" % att["sandboxes"], att["resolver_rss_mb"])]

@@ -13,6 +13,7 @@ import sqlite3
 
 from .constants import LOCK_FILE, SCHEMA_VERSION, STORE_FILE
 from .errors import CnmError
+from .ipam.pools import cidr_interval
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -50,6 +51,12 @@ END;
 CREATE TRIGGER IF NOT EXISTS ports_after_delete AFTER DELETE ON endpoints BEGIN
     DELETE FROM ports WHERE endpoint_id = OLD.id;
 END;
+CREATE INDEX IF NOT EXISTS networks_by_bridge ON networks (json_extract(doc, '$.bridge'));
+CREATE TABLE IF NOT EXISTS subnets (
+    network_id TEXT NOT NULL, version INTEGER NOT NULL, first TEXT NOT NULL,
+    last TEXT NOT NULL, cidr TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS subnets_by_first ON subnets (version, first);
+CREATE INDEX IF NOT EXISTS subnets_by_network ON subnets (network_id);
 """
 # The ports table is an index of the endpoints' ``ports`` arrays, kept by the triggers
 # above: a port change looks up the host ports it asks for instead of decoding every
@@ -59,6 +66,13 @@ INSERT INTO ports SELECT e.id, e.network_id, json_extract(e.doc, '$.sandbox_name
     json_extract(j.value, '$.host_port'), j.value FROM endpoints e, json_each(e.doc, '$.ports') j;
 INSERT OR REPLACE INTO meta VALUES ('ports_index', '1');
 """
+
+# The subnets table is an index of the networks' pools, kept by ``put``/``delete``: each
+# subnet's first and last address as fixed-width hex (text order is number order), so a
+# network create finds an overlapping subnet by two index lookups instead of decoding
+# every network. Stores made before it existed are indexed once, when first opened.
+_HEX_WIDTH = {4: 8, 6: 32}
+_ADDRESS_BITS = {4: 32, 6: 128}
 
 TABLES = ("networks", "sandboxes", "endpoints")
 
@@ -136,6 +150,12 @@ class Store:
                 for statement in _PORTS_BACKFILL.split(";"):
                     if statement.strip():
                         self.conn.execute(statement)
+        if self.conn.execute("SELECT 1 FROM meta WHERE key='subnets_index'").fetchone() is None:
+            with self.transaction():
+                self.conn.execute("DELETE FROM subnets")
+                for (doc,) in list(self.conn.execute("SELECT doc FROM networks")):
+                    self._index_subnets(json.loads(doc))
+                self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('subnets_index', '1')")
 
     def close(self):
         """Close the database and release the host lock."""
@@ -177,11 +197,29 @@ class Store:
         with self.transaction():
             self.conn.execute("INSERT OR REPLACE INTO %s (%s) VALUES (%s)" % (
                 table, ",".join(cols), ",".join("?" * len(cols))), vals)
+            if table == "networks":
+                self.conn.execute("DELETE FROM subnets WHERE network_id=?", (doc["id"],))
+                self._index_subnets(doc)
 
     def delete(self, table, doc_id):
         _check_table(table)
         with self.transaction():
             self.conn.execute("DELETE FROM %s WHERE id=?" % table, (doc_id,))
+            if table == "networks":
+                self.conn.execute("DELETE FROM subnets WHERE network_id=?", (doc_id,))
+
+    def _index_subnets(self, doc):
+        """Rows of the subnets index for network document ``doc`` (in a transaction)."""
+        for pool in doc.get("pools") or ():
+            text = pool.get("subnet") if isinstance(pool, dict) else None
+            span = cidr_interval(text)
+            if span is None:
+                continue
+            version, dummy, first, last = span
+            width = _HEX_WIDTH[version]
+            self.conn.execute("INSERT INTO subnets VALUES (?, ?, ?, ?, ?)",
+                              (doc["id"], version, "%0*x" % (width, first),
+                               "%0*x" % (width, last), text))
 
     def get(self, table, doc_id=None, name=None):
         """The document with this id (or name), or None."""
@@ -207,6 +245,40 @@ class Store:
             "SELECT n.name, json_extract(p.value, '$.subnet') FROM networks n, "
             "json_each(n.doc, '$.pools') p WHERE n.id IS NOT ? ORDER BY n.rowid",
             (exclude_id,)))
+
+    def overlapping_subnet(self, subnet, exclude_id=None):
+        """``(network name, subnet text)`` of a subnet of another network (not
+        ``exclude_id``) that overlaps the CIDR text ``subnet``, or None (also for a text
+        that is not a CIDR).
+
+        Called by network create and rebuild before anything is made. Two index lookups
+        whatever the number of networks: two CIDR blocks overlap only when one holds the
+        other, so the other one either starts inside ``subnet`` or starts at ``subnet``'s
+        first address with a shorter prefix's host bits cleared.
+        """
+        span = cidr_interval(subnet)
+        if span is None:
+            return None
+        version, length, first, last = span
+        width, bits = _HEX_WIDTH[version], _ADDRESS_BITS[version]
+        head = ("SELECT n.name, s.cidr, s.last FROM subnets s JOIN networks n "
+                "ON n.id = s.network_id WHERE s.version = ? AND s.network_id IS NOT ? AND ")
+        row = self.conn.execute(
+            head + "s.first BETWEEN ? AND ? ORDER BY n.rowid LIMIT 1",
+            (version, exclude_id, "%0*x" % (width, first), "%0*x" % (width, last))).fetchone()
+        if row:
+            return row[0], row[1]
+        starts = sorted({"%0*x" % (width, first & ~((1 << (bits - n)) - 1))
+                         for n in range(length)})
+        lowest = "%0*x" % (width, first)
+        if not starts:
+            return None
+        for name, text, other_last in self.conn.execute(
+                head + "s.first IN (%s) ORDER BY n.rowid" % ",".join("?" * len(starts)),
+                [version, exclude_id] + starts):
+            if other_last >= lowest:
+                return name, text
+        return None
 
     def network_using_bridge(self, bridge):
         """The name of the network whose interface is ``bridge``, or None."""

@@ -237,7 +237,7 @@ class PayloadCacheAction(NormalAction):
             return built
 
     def run(self, tmp=None, task_vars=None):
-        pending = self._seed_payload()
+        pending = None if self._under_mitogen() else self._seed_payload()
         result = super(PayloadCacheAction, self).run(tmp, task_vars)
         if pending:
             try:
@@ -245,6 +245,12 @@ class PayloadCacheAction(NormalAction):
             except OSError as exc:
                 display.vvvv("cnm.core payload cache: not kept (%s)" % exc)
         return result
+
+    def _under_mitogen(self):
+        """True when Mitogen runs the task: it sends the module its own way (no AnsiballZ
+        payload is built), so there is nothing to seed or keep, and hashing the sources
+        for a key (~4 ms) would be a cost of every task."""
+        return type(self._connection).__module__.startswith("ansible_mitogen")
 
     def _seed_payload(self):
         """Seed this run's payload cache; returns (runtime_dir, store_dir, prefix) when

@@ -55,7 +55,7 @@ class BridgedDriver(Driver):
             host.set_mtu(index, network.mtu)
         if link and link.get("mac") != mac:
             host.set_mac(index, mac)
-        have = host.addresses(index)
+        have = host.addresses(index) if link else set()  # a new bridge has none
         for cidr in gateway_cidrs(network):
             if cidr not in have:
                 host.add_address(index, cidr)

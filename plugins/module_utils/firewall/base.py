@@ -14,6 +14,9 @@ from ..netns.sysctl import read_path as _read
 
 TOOL_TIMEOUT = 30  # seconds; a firewall tool that hangs longer is reported, not waited on
 _SBIN_PATH = "/usr/local/sbin:/usr/sbin:/sbin"
+# The legacy xtables (IPv4) tables of the calling thread's network namespace, one name a
+# line; iptables-legacy-save lists the same file to know what to dump.
+LEGACY_TABLES_FILE = "/proc/thread-self/net/ip_tables_names"
 
 
 class FirewallBackend:
@@ -207,8 +210,17 @@ def legacy_rules_warning():
 
     Both are evaluated for every packet: an accept in one does not override a drop in
     the other, which is a classic source of "published port unreachable" reports. Costs
-    one ``iptables-legacy-save`` run; returns [] when that tool is absent or fails.
+    one ``iptables-legacy-save`` run, and only when the calling thread's namespace has a
+    legacy table at all (``LEGACY_TABLES_FILE`` lists them; the tool reads the same
+    list): a host without any spends no process on it. Returns [] when that tool is
+    absent or fails.
     """
+    try:
+        with open(LEGACY_TABLES_FILE) as listing:
+            if not listing.read().strip():
+                return []
+    except OSError:  # ip_tables is not loaded: no legacy table can hold rules
+        return []
     exe = find_tool("iptables-legacy-save")
     if exe is None:
         return []

@@ -84,24 +84,34 @@ def _as_network(value):
     return ipaddress.ip_network(str(value).strip(), strict=False)
 
 
+def cidr_interval(text):
+    """``(version, prefix length, first, last)`` integers of the CIDR (or address) text
+    ``text``, host bits cleared, or None when it is not one. Read without ``ipaddress``
+    (a tenth of its cost): network create compares its subnet with every network's, and
+    the store indexes every network's subnets by these integers."""
+    if not isinstance(text, str):
+        return None
+    address, slash, prefix = text.strip().partition("/")
+    try:
+        raw = socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET,
+                               address)
+    except (OSError, ValueError):
+        return None
+    bits = len(raw) * 8
+    if slash and not (prefix.isdigit() and int(prefix) <= bits):
+        return None
+    length = int(prefix) if slash else bits
+    host = (1 << (bits - length)) - 1
+    first = int.from_bytes(raw, "big") & ~host
+    return (4 if bits == 32 else 6), length, first, first | host
+
+
 def _interval(value):
     """``(version, prefix length, first, last)`` integers of an in-use entry, as
-    ``_as_network`` reads it. A CIDR string is read without ``ipaddress`` (a tenth of
-    its cost: network create compares the new subnet with every network's), anything
-    else through ``_as_network``."""
-    if isinstance(value, str):
-        address, slash, prefix = value.strip().partition("/")
-        try:
-            raw = socket.inet_pton(socket.AF_INET6 if ":" in address else socket.AF_INET,
-                                   address)
-        except (OSError, ValueError):
-            raw = None
-        bits = len(raw) * 8 if raw else 0
-        if raw and (not slash or (prefix.isdigit() and int(prefix) <= bits)):
-            length = int(prefix) if slash else bits
-            host = (1 << (bits - length)) - 1
-            first = int.from_bytes(raw, "big") & ~host
-            return (4 if bits == 32 else 6), length, first, first | host
+    ``_as_network`` reads it (a CIDR text through ``cidr_interval``)."""
+    found = cidr_interval(value)
+    if found is not None:
+        return found
     net = _as_network(value)
     return net.version, net.prefixlen, int(net.network_address), int(net.broadcast_address)
 
