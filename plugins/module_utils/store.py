@@ -268,11 +268,11 @@ class Store:
             (version, exclude_id, "%0*x" % (width, first), "%0*x" % (width, last))).fetchone()
         if row:
             return row[0], row[1]
+        if not length:
+            return None     # a /0 holds everything: any other subnet starts inside it
         starts = sorted({"%0*x" % (width, first & ~((1 << (bits - n)) - 1))
                          for n in range(length)})
         lowest = "%0*x" % (width, first)
-        if not starts:
-            return None
         for name, text, other_last in self.conn.execute(
                 head + "s.first IN (%s) ORDER BY n.rowid" % ",".join("?" * len(starts)),
                 [version, exclude_id] + starts):

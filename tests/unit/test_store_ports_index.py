@@ -17,6 +17,16 @@ def put(store, doc, net_id="n1"):
     store.put("endpoints", doc, network_id=net_id, sandbox_id="sb-" + doc["id"])
 
 
+def forget_index(state_dir, empty_it, meta_key):
+    """Make the store under ``state_dir`` look as if made before an index: run the SQL
+    ``empty_it`` and drop the index's ``meta_key``, behind the Store's back."""
+    conn = sqlite3.connect(str(state_dir / STORE_FILE))
+    conn.execute(empty_it)
+    conn.execute("DELETE FROM meta WHERE key=?", (meta_key,))
+    conn.commit()
+    conn.close()
+
+
 def holders(store, *ports):
     return sorted((ep, name, sorted(d["host_port"] for d in docs))
                   for ep, net, name, docs in store.port_holders(ports))
@@ -41,11 +51,7 @@ def test_a_store_made_before_the_index_is_indexed_when_opened(tmp_path):
     store = Store.open(str(tmp_path))
     put(store, endpoint("e1", "n1", "web", 8080))
     store.close()
-    conn = sqlite3.connect(str(tmp_path / STORE_FILE))
-    conn.execute("DELETE FROM ports")
-    conn.execute("DELETE FROM meta WHERE key='ports_index'")
-    conn.commit()
-    conn.close()
+    forget_index(tmp_path, "DELETE FROM ports", "ports_index")
     store = Store.open(str(tmp_path))
     try:
         assert holders(store, 8080) == [("e1", "web", [8080])]

@@ -1,9 +1,9 @@
 """The store's index of network subnets answers overlap questions as a scan would."""
 import ipaddress
 import random
-import sqlite3
 
-from ansible_collections.cnm.core.plugins.module_utils.constants import STORE_FILE
+from test_store_ports_index import forget_index
+
 from ansible_collections.cnm.core.plugins.module_utils.ipam.pools import find_overlap
 from ansible_collections.cnm.core.plugins.module_utils.store import Store
 
@@ -73,11 +73,7 @@ def test_a_store_made_before_the_index_is_indexed_when_opened(tmp_path):
     store = Store.open(str(tmp_path))
     put(store, network("a", "10.1.0.0/16"))
     store.close()
-    conn = sqlite3.connect(str(tmp_path / STORE_FILE))
-    conn.execute("DROP TABLE subnets")
-    conn.execute("DELETE FROM meta WHERE key='subnets_index'")
-    conn.commit()
-    conn.close()
+    forget_index(tmp_path, "DROP TABLE subnets", "subnets_index")
     store = Store.open(str(tmp_path))
     try:
         assert store.overlapping_subnet("10.1.2.0/24") == ("name-a", "10.1.0.0/16")
