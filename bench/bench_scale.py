@@ -188,52 +188,60 @@ def kernel_network_remove(netlink, nft, i):
     netlink.host.delete_link("kn%d" % i)
 
 
-def create_growth(existing, rounds=3, samples=10):
-    """Network create with about 0 (the 10 creates of an empty host) against
-    ``existing`` other networks (10 more once they exist), ``rounds`` fresh hosts; the
-    median of each round's creates but its first two (warm-up) over all rounds. After
-    each series, the same kernel and firewall work without the engine
-    (``kernel_network``, 10 more networks) is timed in the same state: the engine's
-    share is the difference. (Interleaved one by one, each half's bridge settling
-    in the background landed on the other half's figures.) Each measured series starts after a pause: the kernel tears namespaces
-    down and settles new links in the background (kworker netns), which otherwise lands
-    on the figures."""
+def create_growth(existing, rounds=3, samples=12):
+    """Network create on a host with no other network against one with ``existing``,
+    ``rounds`` fresh pairs of hosts, the two interleaved create by create (the order
+    alternating), back to back, so the kernel's background work (kworker netns settling
+    links, tearing namespaces down) lands on both sides alike; the first side goes from
+    0 to ``samples`` networks, the other from ``existing``. Beside each engine create, in
+    the same host, the same kernel and firewall work without the engine
+    (``kernel_network``) is timed: the engine's share is the difference. Medians over
+    every round, but each round's first two creates (warm-up). Before each create, the
+    host's libnftables context is made by an untimed listing (the engine keeps one
+    context, for the namespace it last worked in; freeing the other's waits for the
+    kernel's RCU grace period)."""
     series = {"engine": ([], []), "kernel": ([], [])}
     for dummy in range(rounds):
-        host = SimHost("bnets", tmpfs_runtime=True)
+        hosts = [SimHost("bnets", tmpfs_runtime=True) for dummy2 in (0, 1)]
         try:
-            with in_netns(host.path):
-                netlink, nft = Netlink(), NftRunner()
-                for phase, prefix in ((0, "e"), (1, "f")):
-                    if phase:
-                        for i in range(existing):
-                            call(host, "network", name="x%d" % i, ipam={"config": [
-                                {"subnet": "10.%d.%d.0/24" % (61 + i // 250, i % 250)}]})
-                    time.sleep(SETTLE_S)
-                    took = [call(host, "network", name="%s%d" % (prefix, i), ipam={
-                        "config": [{"subnet": "10.%d.%d.0/24" % (60 + 10 * phase, i)}]})[0]
-                        for i in range(samples)]
-                    time.sleep(SETTLE_S)
-                    kernel = [kernel_network(netlink, nft, i) for i in range(samples)]
-                    series["engine"][phase].extend(took[2:])    # but the warm-up
-                    series["kernel"][phase].extend(kernel[2:])
+            links = []
+            for side, host in enumerate(hosts):
+                with in_netns(host.path):
+                    links.append(Netlink())
+                    for i in range(existing if side else 0):
+                        call(host, "network", name="x%d" % i, ipam={"config": [
+                            {"subnet": "10.%d.%d.0/24" % (61 + i // 250, i % 250)}]})
+            time.sleep(SETTLE_S)
+            for i in range(samples):
+                for side in ((0, 1) if i % 2 else (1, 0)):
+                    host, netlink = hosts[side], links[side]
+                    with in_netns(host.path):
+                        nft = NftRunner()
+                        nft.list_json("chain %s forward" % render_nftables.TABLE)
+                        took = call(host, "network", name="m%d" % i, ipam={
+                            "config": [{"subnet": "10.60.%d.0/24" % i}]})[0]
+                        kernel = kernel_network(netlink, nft, i)
+                        if i >= 2:  # but the warm-up
+                            series["engine"][side].append(took)
+                            series["kernel"][side].append(kernel)
+            for side, host in enumerate(hosts):
+                with in_netns(host.path):
+                    nft = NftRunner()
                     for i in range(samples):
-                        kernel_network_remove(netlink, nft, i)
-                        if not phase:
-                            call(host, "network", name="e%d" % i, state="absent")
-                # the bridges go now, not with the namespace: the kernel's teardown of
-                # a namespace holding 110 bridges holds the RTNL lock for seconds and
-                # stalled the next round's creates (1.8 s samples)
-                names = ["x%d" % i for i in range(existing)]
-                names += ["f%d" % i for i in range(samples)]
-                for name in names:
-                    call(host, "network", name=name, state="absent")
-                netlink.close()
+                        kernel_network_remove(links[side], nft, i)
+                    # the bridges go now, not with the namespace: the kernel's teardown
+                    # of a namespace holding 100 bridges holds the RTNL lock for seconds
+                    names = ["m%d" % i for i in range(samples)]
+                    names += ["x%d" % i for i in range(existing if side else 0)]
+                    for name in names:
+                        call(host, "network", name=name, state="absent")
+                    links[side].close()
         finally:
-            host.close()
+            for host in hosts:
+                host.close()
     med = {k: [statistics.median(v[0]), statistics.median(v[1])] for k, v in series.items()}
     share = [med["engine"][n] - med["kernel"][n] for n in (0, 1)]
-    return {"existing": existing,
+    return {"existing": existing, "samples_per_side": len(series["engine"][0]),
             "create_ms": {"with_0": ms(med["engine"][0]),
                           "with_%d" % existing: ms(med["engine"][1])},
             "growth": round(med["engine"][1] / med["engine"][0], 2),

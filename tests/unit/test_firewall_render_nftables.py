@@ -27,21 +27,39 @@ def lines(script):
     return script.splitlines()
 
 
+DNAT4_ANY = ("add map inet cnm dnat4-any { type inet_proto . inet_service : "
+             "ipv4_addr . inet_service; elements = { %s } }")
+DNAT4 = ("add map inet cnm dnat4 { type ipv4_addr . inet_proto . inet_service : "
+         "ipv4_addr . inet_service; elements = { %s } }")
+PUB4 = "add set inet cnm pub4 { type ipv4_addr . inet_proto . inet_service; elements = { %s } }"
+
+
 def test_adding_a_port_is_only_element_adds():
     old = rules([pm(8080)])
     new = rules([pm(8080), pm(9090, 90)])
     assert lines(R.render_update(old, new)) == [
-        "add element inet cnm dnat4-any { tcp . 9090 : 172.18.0.2 . 90 }",
-        "add element inet cnm pub4 { 172.18.0.2 . tcp . 90 }",
+        DNAT4_ANY % "tcp . 9090 : 172.18.0.2 . 90",
+        PUB4 % "172.18.0.2 . tcp . 90",
     ]
+
+
+def test_element_adds_are_set_blocks_one_per_set():
+    """Set blocks, not ``add element``: libnftables reads no chains or interval elements
+    of the table before the batch (see render_nftables' docstring)."""
+    new = rules([pm(8080), pm(9090, 90), pm(9091, 91)])
+    out = lines(R.render_update(rules([pm(8080)]), new))
+    assert out == [DNAT4_ANY % "tcp . 9090 : 172.18.0.2 . 90, tcp . 9091 : 172.18.0.2 . 91",
+                   PUB4 % "172.18.0.2 . tcp . 90, 172.18.0.2 . tcp . 91"]
+    script = R.render_create(new)
+    assert "add element" not in script and "add rule" not in script
 
 
 def test_the_delta_does_not_grow_with_the_number_of_mappings():
     many = [pm(10000 + i, 1000 + i) for i in range(200)]
     old, new = rules(many), rules(many + [pm(9090, 90, host_ip="127.0.0.1")])
     assert lines(R.render_update(old, new)) == [
-        "add element inet cnm dnat4 { 127.0.0.1 . tcp . 9090 : 172.18.0.2 . 90 }",
-        "add element inet cnm pub4 { 172.18.0.2 . tcp . 90 }",
+        DNAT4 % "127.0.0.1 . tcp . 9090 : 172.18.0.2 . 90",
+        PUB4 % "172.18.0.2 . tcp . 90",
     ]
 
 
@@ -58,8 +76,8 @@ def test_retargeting_a_host_port_deletes_then_adds():
     assert lines(R.render_update(old, new)) == [
         "delete element inet cnm dnat4-any { tcp . 8080 }",
         "delete element inet cnm pub4 { 172.18.0.2 . tcp . 80 }",
-        "add element inet cnm dnat4-any { tcp . 8080 : 172.18.0.2 . 81 }",
-        "add element inet cnm pub4 { 172.18.0.2 . tcp . 81 }",
+        DNAT4_ANY % "tcp . 8080 : 172.18.0.2 . 81",
+        PUB4 % "172.18.0.2 . tcp . 81",
     ]
 
 
@@ -67,13 +85,11 @@ def test_an_option_change_refills_only_the_chains_it_changes():
     out = lines(R.render_update(rules(), rules(icc=False)))
     assert out == [
         "flush chain inet cnm fwd-out-0123456789ab",
-        'add rule inet cnm fwd-out-0123456789ab ct state established,related accept '
-        'comment "cnm:established"',
-        'add rule inet cnm fwd-out-0123456789ab oifname "br-0123456789ab" drop '
-        'comment "cnm:no-icc"',
-        'add rule inet cnm fwd-out-0123456789ab oifname @bridges drop '
-        'comment "cnm:isolation"',
-        'add rule inet cnm fwd-out-0123456789ab accept comment "cnm:egress"',
+        'add chain inet cnm fwd-out-0123456789ab { '
+        'ct state established,related accept comment "cnm:established"; '
+        'oifname "br-0123456789ab" drop comment "cnm:no-icc"; '
+        'oifname @bridges drop comment "cnm:isolation"; '
+        'accept comment "cnm:egress"; }',
     ]
     assert R.render_update(rules(), rules()) == ""
 
@@ -133,10 +149,14 @@ def test_removal_of_one_network_deletes_its_elements_then_its_chains():
 
 def test_chains_are_declared_before_sets_in_one_batch():
     out = lines(R.render_create(rules()))
-    last_chain = max(i for i, line in enumerate(out) if line.startswith("add chain"))
+    decls = [i for i, line in enumerate(out) if line.startswith("add chain")
+             and (not line.endswith("}") or "policy accept; }" in line)]
     first_set = min(i for i, line in enumerate(out)
                     if line.startswith(("add set", "add map")))
-    assert last_chain < first_set
+    assert max(decls) < first_set
+    refills = [i for i, line in enumerate(out) if line.startswith("add chain")
+               and line.endswith("; }") and i not in decls]
+    assert refills and min(refills) > first_set, "rules come after every set"
     assert "flush chain inet cnm CNM-USER" not in out
 
 

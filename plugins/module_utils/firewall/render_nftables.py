@@ -19,6 +19,17 @@ A network is described by ``network_objects`` (its chains and its elements); eve
 script below is derived from that description, so creation, update, removal, restore
 and drift check can never disagree about what a network owns. Elements are kept as
 tuples of canonical strings (``parse_table`` reads ``nft -j`` output into the same form).
+
+Rules and elements are written in block form: ``add chain T c { rule; rule; }`` and
+``add map T m { <declaration> elements = { ... } }``, never ``add rule`` or ``add
+element``. The kernel receives the same messages either way, but libnftables (1.0.6,
+Debian 12) fills its cache before a batch from what the batch's commands are: one
+``add rule`` or ``add element`` makes it dump and parse every chain of every table and
+every element of the interval maps (four chains and four interval elements per
+network), while chain and set blocks need only the list of tables. A network create
+then costs the same with 100 networks around as with none, but for the kernel's own
+work (``bench/bench_scale.py``). Deletes still read the cache: libnftables needs the
+interval elements to delete one.
 """
 import ipaddress
 import re
@@ -183,16 +194,35 @@ def _elem_text(set_name, key, value):
     return "%s : %s" % (text, " ".join(value) if value[0] == "jump" else " . ".join(value))
 
 
-def _add_element(set_name, key, value):
-    return "add element %s %s { %s }" % (TABLE, set_name, _elem_text(set_name, key, value))
+def _element_blocks(items):
+    """Commands adding ``items`` ((set name, key, value) triples): one set block per set,
+    in ``SETS`` order, each declaring the set as ``base_commands`` does (a no-op when it
+    exists) with its new elements (see the module docstring for why not ``add
+    element``)."""
+    by_set = {}
+    for name, key, value in items:
+        by_set.setdefault(name, []).append(_elem_text(name, key, value))
+    out = []
+    for name, (kind, decl, dummy) in SETS.items():
+        if name in by_set:
+            out.append("add %s %s %s { %s elements = { %s } }"
+                       % (kind, TABLE, name, decl, ", ".join(by_set[name])))
+    return out
 
 
 def _delete_element(set_name, key):
     return "delete element %s %s { %s }" % (TABLE, set_name, _key_text(set_name, key))
 
 
-def _add_rule(chain, comment, expr):
-    return 'add rule %s %s %s comment "%s"' % (TABLE, chain, expr, comment)
+def _chain_refill(chain, rules, spec=None):
+    """flush ``chain`` and add ``rules`` ((comment, expression) pairs) in one chain
+    block; ``spec`` is a hooked chain's type/hook/priority/policy, repeated unchanged."""
+    out = ["flush chain %s %s" % (TABLE, chain)]
+    if rules or spec:
+        body = "".join('%s comment "%s"; ' % (expr, comment) for comment, expr in rules)
+        out.append("add chain %s %s { %s%s}"
+                   % (TABLE, chain, spec + " " if spec else "", body))
+    return out
 
 
 def _chain_decls(names):
@@ -202,35 +232,37 @@ def _chain_decls(names):
 def base_commands():
     """Commands that (re)create the table's skeleton idempotently, without touching
     CNM-USER's rules or any set's elements: add table/chains/sets, flush the hooked
-    chains and add their rules again. Returns (declarations, rules): chains must be
-    declared before sets in one batch (the kernel refuses a verdict element pointing at
-    a chain declared after a set created in the same batch), so callers put other
-    chain declarations between the two lists' parts via ``assemble``."""
+    chains and add their rules again. Returns (chain declarations, set declarations,
+    hooked chains' refills): chains must be declared before sets in one batch (the
+    kernel refuses a verdict element pointing at a chain declared after a set created
+    in the same batch), so callers put other chain declarations between the first two
+    lists, and rules after both."""
     chains = ["add table %s" % TABLE]
     for name, spec in BASE_CHAINS:
         chains.append("add chain %s %s" % (TABLE, name) if spec is None
                       else "add chain %s %s { %s }" % (TABLE, name, spec))
     sets = ["add %s %s %s { %s }" % (kind, TABLE, name, decl)
             for name, (kind, decl, dummy) in SETS.items()]
-    rules = ["flush chain %s %s" % (TABLE, name) for name, spec in BASE_CHAINS if spec]
-    rules += [_add_rule(chain, comment, expr) for chain, comment, expr in BASE_RULES]
+    rules = []
+    for name, spec in BASE_CHAINS:
+        if spec:
+            rules += _chain_refill(name, [(comment, expr) for chain, comment, expr
+                                          in BASE_RULES if chain == name], spec)
     return chains, sets, rules
 
 
 def _network_chain_commands(net, only=None):
-    """flush + add rules for the network's chains (all, or those named in ``only``)."""
+    """Refills of the network's chains (all, or those named in ``only``)."""
     out = []
     for chain, rules in net.chains.items():
-        if only is not None and chain not in only:
-            continue
-        out.append("flush chain %s %s" % (TABLE, chain))
-        out += [_add_rule(chain, comment, expr) for comment, expr in rules]
+        if only is None or chain in only:
+            out += _chain_refill(chain, rules)
     return out
 
 
-def _all_elements(net):
-    return [_add_element(s, k, v) for s, elems in net.elements.items()
-            for k, v in elems.items()]
+def _all_elements(*nets):
+    return _element_blocks((s, k, v) for net in nets for s, elems in net.elements.items()
+                           for k, v in elems.items())
 
 
 def render_create(rules):
@@ -268,10 +300,10 @@ def element_diff(old_net, new_net, actual=None):
         for key, value in new.items():
             if actual is None:
                 if key not in old or old[key] != value:
-                    adds.append(_add_element(name, key, value))
+                    adds.append((name, key, value))
             elif key not in have or have[key] != value:
-                adds.append(_add_element(name, key, value))
-    return deletes, adds
+                adds.append((name, key, value))
+    return deletes, _element_blocks(adds)
 
 
 def render_update(old, new):
@@ -296,11 +328,10 @@ def _port_commands(new, removed, added, gone_targets, new_targets):
         cmds.append(_delete_element(name, key))
     for family, cip, proto, cport in gone_targets:
         cmds.append(_delete_element("pub%d" % family, (cip, proto, str(cport))))
-    for p in added:
-        cmds.append(_add_element(*_dnat_element(p)))
-    for family, cip, proto, cport in new_targets:
-        cmds.append(_add_element("pub%d" % family, (cip, proto, str(cport)), None))
-    return cmds
+    adds = [_dnat_element(p) for p in added]
+    adds += [("pub%d" % family, (cip, proto, str(cport)), None)
+             for family, cip, proto, cport in new_targets]
+    return cmds + _element_blocks(adds)
 
 
 def _dnat_element(p):
@@ -415,9 +446,7 @@ def render_restore(networks, actual=None):
     cmds += base_rules
     for net in nets:
         cmds += _network_chain_commands(net)
-    for net in nets:
-        cmds += _all_elements(net)
-    return _script(cmds)
+    return _script(cmds + _all_elements(*nets))
 
 
 def _script(cmds):
