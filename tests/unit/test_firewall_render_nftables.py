@@ -50,8 +50,11 @@ def test_element_adds_are_set_blocks_one_per_set():
     out = lines(R.render_update(rules([pm(8080)]), new))
     assert out == [DNAT4_ANY % "tcp . 9090 : 172.18.0.2 . 90, tcp . 9091 : 172.18.0.2 . 91",
                    PUB4 % "172.18.0.2 . tcp . 90, 172.18.0.2 . tcp . 91"]
-    script = R.render_create(new)
-    assert "add element" not in script and "add rule" not in script
+    old = rules([pm(8080)])
+    for script in (R.render_create(new), R.render_update(old, new),
+                   R.render_update(old, rules([pm(8080)], icc=False)),
+                   R.render_reconcile(old, new, None), R.render_restore([new])):
+        assert "add element" not in script and "add rule" not in script, script
 
 
 def test_the_delta_does_not_grow_with_the_number_of_mappings():
